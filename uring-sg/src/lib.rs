@@ -1,0 +1,15 @@
+//! # uring-sg: the wire between an IDM host and its drives
+//!
+//! This crate owns everything that is about bytes and devices, and nothing about
+//! quorum or locks across drives:
+//!
+//! - [`codec`]: the IDM wire format: typed identifiers, CDBs, the 512-byte mutex
+//!   record, the version page, NVMe admin vendor commands, and [`DriveError`], the
+//!   one error type every drive answer is decoded into (SCSI status + sense, or
+//!   NVMe status).
+//!
+//! See `../shared/IDM.md` §3–§6 for the reference this follows.
+
+pub mod codec;
+
+pub use codec::*;
