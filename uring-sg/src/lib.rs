@@ -8,12 +8,14 @@
 //!   one error type every drive answer is decoded into (SCSI status + sense, or
 //!   NVMe status).
 //!
+//! - [`firmware`]: one simulated IDM drive as a pure state machine.
 //! - [`transport`]: the [`transport::Transport`] trait every device path implements,
 //!   shaped for a reactor that owns one io_uring.
 //!
 //! See `../shared/IDM.md` §3–§6 for the reference this follows.
 
 pub mod codec;
+pub mod firmware;
 pub mod transport;
 
 pub use codec::*;
