@@ -8,7 +8,7 @@
 //! host" for trylock but "our membership expired" for refresh), so the context is
 //! part of the decode, never guessed later.
 
-use super::sense::{Sense, ScsiStatus};
+use super::sense::{ScsiStatus, Sense};
 use super::types::MutexOp;
 
 /// What kind of command an answer is for.
@@ -141,7 +141,10 @@ impl DriveError {
     /// Whether the failure says nothing about the mutex (transport-level): the drive
     /// may or may not have executed the command.
     pub fn is_io(self) -> bool {
-        matches!(self, DriveError::Io(_) | DriveError::Timeout | DriveError::Malformed | DriveError::Status(_))
+        matches!(
+            self,
+            DriveError::Io(_) | DriveError::Timeout | DriveError::Malformed | DriveError::Status(_)
+        )
     }
 }
 
@@ -247,7 +250,11 @@ impl Condition {
 
 impl DriveError {
     /// Decodes a SCSI answer to `kind`.
-    pub fn from_scsi(kind: CommandKind, status: ScsiStatus, sense: &[u8]) -> Result<(), DriveError> {
+    pub fn from_scsi(
+        kind: CommandKind,
+        status: ScsiStatus,
+        sense: &[u8],
+    ) -> Result<(), DriveError> {
         Condition::from_scsi(status, sense).into_result(kind)
     }
 
@@ -286,15 +293,45 @@ mod tests {
             (ScsiStatus::GOOD, TRY, Ok(()), 0),
             (ScsiStatus::GOOD, REF, Ok(()), 0),
             (ScsiStatus::GOOD, UNL, Ok(()), 0),
-            (ScsiStatus::RESERVATION_CONFLICT, TRY, Err(DriveError::HeldByOther), EBUSY),
-            (ScsiStatus::RESERVATION_CONFLICT, REF, Err(DriveError::Expired), ETIME),
-            (ScsiStatus::RESERVATION_CONFLICT, UNL, Err(DriveError::NotHeld), ENOENT),
+            (
+                ScsiStatus::RESERVATION_CONFLICT,
+                TRY,
+                Err(DriveError::HeldByOther),
+                EBUSY,
+            ),
+            (
+                ScsiStatus::RESERVATION_CONFLICT,
+                REF,
+                Err(DriveError::Expired),
+                ETIME,
+            ),
+            (
+                ScsiStatus::RESERVATION_CONFLICT,
+                UNL,
+                Err(DriveError::NotHeld),
+                ENOENT,
+            ),
             (ScsiStatus::BUSY, TRY, Err(DriveError::Busy), EBUSY),
             (ScsiStatus::BUSY, REF, Err(DriveError::Busy), EBUSY),
             (ScsiStatus::BUSY, UNL, Err(DriveError::Busy), EBUSY),
-            (ScsiStatus::COMMAND_TERMINATED, TRY, Err(DriveError::AlreadyHeld), EAGAIN),
-            (ScsiStatus::COMMAND_TERMINATED, REF, Err(DriveError::ConvertRefused), EPERM),
-            (ScsiStatus::COMMAND_TERMINATED, UNL, Err(DriveError::WrongClass), EINVAL),
+            (
+                ScsiStatus::COMMAND_TERMINATED,
+                TRY,
+                Err(DriveError::AlreadyHeld),
+                EAGAIN,
+            ),
+            (
+                ScsiStatus::COMMAND_TERMINATED,
+                REF,
+                Err(DriveError::ConvertRefused),
+                EPERM,
+            ),
+            (
+                ScsiStatus::COMMAND_TERMINATED,
+                UNL,
+                Err(DriveError::WrongClass),
+                EINVAL,
+            ),
         ];
         for (status, kind, want, errno) in rows {
             let got = DriveError::from_scsi(*kind, *status, &[]);
@@ -330,7 +367,11 @@ mod tests {
 
     #[test]
     fn transport_failures_are_eio() {
-        for e in [DriveError::Io(ECONNRESET), DriveError::Timeout, DriveError::Status(0x28)] {
+        for e in [
+            DriveError::Io(ECONNRESET),
+            DriveError::Timeout,
+            DriveError::Status(0x28),
+        ] {
             assert_eq!(e.errno(), EIO);
             assert!(e.is_io());
         }

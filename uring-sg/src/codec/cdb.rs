@@ -140,7 +140,10 @@ pub fn parse_cdb(cdb: &[u8]) -> Result<ParsedCdb, CdbError> {
                     GROUP_INQUIRY => ReadGroup::Count,
                     g => return Err(CdbError::UnknownGroup(g)),
                 };
-                return Ok(ParsedCdb::MutexRead { records: len, group });
+                return Ok(ParsedCdb::MutexRead {
+                    records: len,
+                    group,
+                });
             }
             if cdb[1] & 0x0F != 0 {
                 return Err(CdbError::InvalidField(1));
@@ -205,13 +208,19 @@ mod tests {
         );
         assert_eq!(
             parse_cdb(&c),
-            Ok(ParsedCdb::MutexRead { records: 3950, group: ReadGroup::Mutex })
+            Ok(ParsedCdb::MutexRead {
+                records: 3950,
+                group: ReadGroup::Mutex
+            })
         );
         let c = table_count_cdb();
         assert_eq!(c, [0xF0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF, 0]);
         assert_eq!(
             parse_cdb(&c),
-            Ok(ParsedCdb::MutexRead { records: 1, group: ReadGroup::Count })
+            Ok(ParsedCdb::MutexRead {
+                records: 1,
+                group: ReadGroup::Count
+            })
         );
     }
 
@@ -220,7 +229,11 @@ mod tests {
         assert_eq!(version_cdb(), [0x12, 0x01, 0xC3, 0x00, 0x70, 0x00]);
         assert_eq!(
             parse_cdb(&version_cdb()),
-            Ok(ParsedCdb::Inquiry { evpd: true, page: 0xC3, alloc_len: 0x70 })
+            Ok(ParsedCdb::Inquiry {
+                evpd: true,
+                page: 0xC3,
+                alloc_len: 0x70
+            })
         );
     }
 
@@ -243,6 +256,9 @@ mod tests {
         assert_eq!(parse_cdb(&c), Err(CdbError::InvalidField(1)));
         c[1] = 0x22;
         assert_eq!(parse_cdb(&c), Err(CdbError::InvalidField(1)));
-        assert_eq!(parse_cdb(&[0x12, 0, 0xC3, 0, 0x70, 0]), Err(CdbError::InvalidField(2)));
+        assert_eq!(
+            parse_cdb(&[0x12, 0, 0xC3, 0, 0x70, 0]),
+            Err(CdbError::InvalidField(2))
+        );
     }
 }

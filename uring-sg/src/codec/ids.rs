@@ -38,7 +38,11 @@ fn parse_fixed<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], P
         }
         let n = hex.len() / 2;
         if n > N {
-            return Err(ParseIdError::TooLong { what, max: N, got: n });
+            return Err(ParseIdError::TooLong {
+                what,
+                max: N,
+                got: n,
+            });
         }
         for (i, byte) in out.iter_mut().take(n).enumerate() {
             *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
@@ -47,7 +51,11 @@ fn parse_fixed<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], P
     } else {
         let b = s.as_bytes();
         if b.len() > N {
-            return Err(ParseIdError::TooLong { what, max: N, got: b.len() });
+            return Err(ParseIdError::TooLong {
+                what,
+                max: N,
+                got: b.len(),
+            });
         }
         out[..b.len()].copy_from_slice(b);
     }
@@ -57,7 +65,9 @@ fn parse_fixed<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], P
 fn fmt_fixed(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let text_len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let printable = text_len > 0
-        && bytes[..text_len].iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+        && bytes[..text_len]
+            .iter()
+            .all(|b| b.is_ascii_graphic() || *b == b' ')
         && bytes[text_len..].iter().all(|&b| b == 0)
         && !bytes.starts_with(b"hex:");
     if printable {
@@ -200,10 +210,20 @@ mod tests {
     fn errors() {
         assert!(matches!(
             "x".repeat(33).parse::<HostId>(),
-            Err(ParseIdError::TooLong { max: 32, got: 33, .. })
+            Err(ParseIdError::TooLong {
+                max: 32,
+                got: 33,
+                ..
+            })
         ));
-        assert!(matches!("hex:zz".parse::<HostId>(), Err(ParseIdError::BadHex { .. })));
-        assert!(matches!("hex:abc".parse::<HostId>(), Err(ParseIdError::BadHex { .. })));
+        assert!(matches!(
+            "hex:zz".parse::<HostId>(),
+            Err(ParseIdError::BadHex { .. })
+        ));
+        assert!(matches!(
+            "hex:abc".parse::<HostId>(),
+            Err(ParseIdError::BadHex { .. })
+        ));
         // A text that itself begins with hex: can't be shown as text.
         let tricky = HostId::from_slice(b"hex:").unwrap();
         assert_eq!(tricky.to_string().parse::<HostId>().unwrap(), tricky);

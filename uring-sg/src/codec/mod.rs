@@ -20,8 +20,8 @@ pub use cdb::{
 pub use ids::{HostId, LockId, Lvb, ParseIdError};
 pub use nvme::{NvmeAdminCmd, NVME_IDM_READ, NVME_IDM_WRITE};
 pub use record::{
-    decode_table_count, decode_version_page, encode_table_count, encode_version_page,
-    DecodeError, Record, RECORD_LEN,
+    decode_table_count, decode_version_page, encode_table_count, encode_version_page, DecodeError,
+    Record, RECORD_LEN,
 };
 pub use sense::{ScsiStatus, Sense, SenseBuf, SenseFormat};
 pub use types::{Class, ControlByte, Mode, MutexOp, MutexState};

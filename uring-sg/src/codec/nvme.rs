@@ -33,12 +33,22 @@ pub struct NvmeAdminCmd {
 impl NvmeAdminCmd {
     /// A mutex write carrying one record.
     pub fn mutex_write(op: MutexOp) -> NvmeAdminCmd {
-        Self::build(NVME_IDM_WRITE, (op as u8) << 4, GROUP_MUTEX, RECORD_LEN as u32)
+        Self::build(
+            NVME_IDM_WRITE,
+            (op as u8) << 4,
+            GROUP_MUTEX,
+            RECORD_LEN as u32,
+        )
     }
 
     /// A read of `records` table records.
     pub fn mutex_read(records: u32) -> NvmeAdminCmd {
-        Self::build(NVME_IDM_READ, 0, GROUP_MUTEX, records.saturating_mul(RECORD_LEN as u32))
+        Self::build(
+            NVME_IDM_READ,
+            0,
+            GROUP_MUTEX,
+            records.saturating_mul(RECORD_LEN as u32),
+        )
     }
 
     /// A read of the table's record count.

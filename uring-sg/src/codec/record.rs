@@ -135,12 +135,15 @@ impl Record {
     /// byte 7 = 0, since the wire carries the control byte there.
     pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         if buf.len() < RECORD_LEN {
-            return Err(DecodeError::Short { got: buf.len(), need: RECORD_LEN });
+            return Err(DecodeError::Short {
+                got: buf.len(),
+                need: RECORD_LEN,
+            });
         }
         let class_raw = get_u64(buf, OFF_CLASS);
         let class = Class::from_u64(class_raw).ok_or(DecodeError::BadClass(class_raw))?;
-        let control =
-            ControlByte::from_u8(buf[OFF_RES_VER]).ok_or(DecodeError::BadControl(buf[OFF_RES_VER]))?;
+        let control = ControlByte::from_u8(buf[OFF_RES_VER])
+            .ok_or(DecodeError::BadControl(buf[OFF_RES_VER]))?;
         let mut lvb: [u8; 8] = get_reversed(&buf[OFF_RES_VER..]);
         lvb[7] = 0;
         Ok(Record {
@@ -176,7 +179,10 @@ impl Record {
 pub fn decode_table_count(buf: &[u8]) -> Result<u16, DecodeError> {
     match buf {
         [hi, lo, ..] => Ok(u16::from_be_bytes([*hi, *lo])),
-        _ => Err(DecodeError::Short { got: buf.len(), need: 2 }),
+        _ => Err(DecodeError::Short {
+            got: buf.len(),
+            need: 2,
+        }),
     }
 }
 
@@ -191,7 +197,10 @@ pub fn encode_table_count(count: u16, out: &mut [u8; RECORD_LEN]) {
 pub fn decode_version_page(page: &[u8]) -> Result<(u8, u8), DecodeError> {
     page.get(VERSION_MAJOR_OFFSET)
         .map(|&major| (major, 0))
-        .ok_or(DecodeError::Short { got: page.len(), need: VERSION_MAJOR_OFFSET + 1 })
+        .ok_or(DecodeError::Short {
+            got: page.len(),
+            need: VERSION_MAJOR_OFFSET + 1,
+        })
 }
 
 /// Builds a version page of `len` bytes for `major` (the firmware side).
@@ -241,7 +250,10 @@ mod tests {
         assert_eq!(&w[16..24], &60_000u64.to_be_bytes());
         assert_eq!(&w[24..32], &[0, 0, 0, 0, 0, 0, 0, 2]);
         // Reversed LVB, then byte 32 overwritten by the control byte.
-        assert_eq!(&w[32..40], &[0x01, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+        assert_eq!(
+            &w[32..40],
+            &[0x01, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
+        );
         assert!(w[40..64].iter().all(|&b| b == 0));
         assert_eq!(w[64], 64);
         assert_eq!(w[127], 1);

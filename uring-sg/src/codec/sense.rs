@@ -123,7 +123,10 @@ pub struct SenseBuf {
 
 impl Default for SenseBuf {
     fn default() -> Self {
-        SenseBuf { bytes: [0; SenseBuf::CAPACITY], len: 0 }
+        SenseBuf {
+            bytes: [0; SenseBuf::CAPACITY],
+            len: 0,
+        }
     }
 }
 
@@ -158,7 +161,10 @@ mod tests {
     #[test]
     fn masked_status() {
         for s in [0x00u8, 0x02, 0x08, 0x18, 0x22, 0x28] {
-            assert_eq!(ScsiStatus::from_masked(ScsiStatus(s).masked()), ScsiStatus(s));
+            assert_eq!(
+                ScsiStatus::from_masked(ScsiStatus(s).masked()),
+                ScsiStatus(s)
+            );
         }
         assert_eq!(ScsiStatus::RESERVATION_CONFLICT.masked(), 0x0C);
     }
@@ -170,10 +176,15 @@ mod tests {
             assert_eq!(Sense::parse(s.to_buf(f).as_slice()), Some(s));
         }
         // Real fixed sense from a scsi_debug disk answering 0xF0: key 5, ASC 0x20.
-        let fixed = [0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x20, 0x00, 0, 0, 0, 0];
+        let fixed = [
+            0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x20, 0x00, 0, 0, 0, 0,
+        ];
         assert_eq!(Sense::parse(&fixed), Some(Sense::new(5, 0x20, 0)));
         // Deferred descriptor (0x73) and a short fixed one.
-        assert_eq!(Sense::parse(&[0x73, 0x07, 0x41, 0x00]), Some(Sense::new(7, 0x41, 0)));
+        assert_eq!(
+            Sense::parse(&[0x73, 0x07, 0x41, 0x00]),
+            Some(Sense::new(7, 0x41, 0))
+        );
         assert_eq!(Sense::parse(&[0xF0, 0, 0x07]), Some(Sense::new(7, 0, 0)));
         assert_eq!(Sense::parse(&[]), None);
         assert_eq!(Sense::parse(&[0x72, 1]), None);

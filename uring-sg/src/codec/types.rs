@@ -255,6 +255,9 @@ mod tests {
             assert_eq!(MutexState::from_u64(s).to_u64(), s);
         }
         // The firmware keeps 32 bits.
-        assert_eq!(MutexState::from_u64(0xFFFF_FFFF_0000_0101), MutexState::Locked);
+        assert_eq!(
+            MutexState::from_u64(0xFFFF_FFFF_0000_0101),
+            MutexState::Locked
+        );
     }
 }

@@ -108,7 +108,10 @@ pub struct Reply {
 impl Reply {
     /// A failed reply with no data.
     pub fn err(e: DriveError) -> Reply {
-        Reply { result: Err(e), data: Vec::new() }
+        Reply {
+            result: Err(e),
+            data: Vec::new(),
+        }
     }
 }
 
