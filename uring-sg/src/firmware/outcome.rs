@@ -98,10 +98,11 @@ impl Outcome {
         Some(S::new(key, asc, 0))
     }
 
-    /// What a host decodes this outcome into (IDM.md §6), as the codec's
+    /// What a SCSI host decodes this outcome into (IDM.md §6), as the codec's
     /// [`DriveError`]; `Ok(())` for [`Outcome::Granted`]. This is the meaning the
     /// wire answer must carry; the firmware tests check that decoding the bytes gives
-    /// exactly this.
+    /// exactly this. (Over NVMe the mutex outcomes decode the same; invalid field and
+    /// invalid parameter become the generic NVMe "invalid field", `DriveError::Nvme`.)
     pub fn drive_error(self) -> Result<(), DriveError> {
         Err(match self {
             Outcome::Granted => return Ok(()),
