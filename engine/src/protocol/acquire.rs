@@ -169,7 +169,7 @@ impl Acquire {
 
     fn send_release(&mut self, now: Now, st: &LockState, d: usize, a: &mut Actions) {
         self.drives[d].step = Step::Release;
-        a.send(d as u16, st.unlock_request(self.class(), now));
+        a.send(d as u16, st.unlock_request(self.class(), None, now));
     }
 
     /// A trylock or break on `d` was granted.
@@ -326,7 +326,7 @@ impl Acquire {
             DriveError::AlreadyHeld if !ctx.retried_leftover => {
                 ctx.retried_leftover = true;
                 ctx.step = Step::UnlockLeftover { flipped: false };
-                a.send(d as u16, st.unlock_request(self.class(), now));
+                a.send(d as u16, st.unlock_request(self.class(), None, now));
             }
             DriveError::TableFull if !ctx.cleaned => {
                 ctx.cleaned = true;
@@ -408,7 +408,7 @@ impl Operation for Acquire {
                         _ => Class::SharedProtectedRead,
                     };
                     self.drives[d].step = Step::UnlockLeftover { flipped: true };
-                    a.send(drive, st.unlock_request(other, now));
+                    a.send(drive, st.unlock_request(other, None, now));
                 }
                 Err(e) => self.settle(now, st, d, RoundResult::Failed(e), a),
             },

@@ -187,13 +187,13 @@ impl LockState {
         Request::Mutex { op, record }
     }
 
-    /// An unlock request for this lock, carrying the LVB (control "update") when one
-    /// is set. The control byte is `1` (update), what the old host code sent.
-    pub fn unlock_request(&self, class: Class, now: Now) -> Request {
+    /// An unlock request for this lock, carrying `lvb` (control "update") when given.
+    /// The control byte is then `1` (update), what the old host code sent with unlock.
+    pub fn unlock_request(&self, class: Class, lvb: Option<Lvb>, now: Now) -> Request {
         let mut record = Record::new(self.spec.lock_id, self.spec.host_id, class);
         record.time_ms = now.wall_ms;
         record.countdown_ms = self.spec.countdown_ms;
-        if let Some(lvb) = self.lvb {
+        if let Some(lvb) = lvb {
             record.lvb = lvb;
             record.control = ControlByte::UpdateNotValid;
         }

@@ -34,11 +34,15 @@
 pub mod acquire;
 pub mod lock_state;
 pub mod quorum;
+pub mod release;
+pub mod renew;
 pub mod table;
 
 pub use acquire::{Acquire, Acquired};
 pub use lock_state::{DriveHold, LockSpec, LockState, XorShift64};
 pub use quorum::{majority, Tally};
+pub use release::Release;
+pub use renew::{Renew, Renewed};
 
 use uring_sg::transport::{Reply, Request};
 
@@ -193,5 +197,38 @@ pub(crate) mod testutil {
                 .copy_from_slice(&r.encode());
         }
         out
+    }
+}
+
+/// Collects the drive errors of an operation that failed without contention and
+/// turns them into the one [`LockError`] to report.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ErrorSummary {
+    first: Option<uring_sg::DriveError>,
+    not_idm: bool,
+    busy: bool,
+}
+
+impl ErrorSummary {
+    /// Records one drive's error.
+    pub(crate) fn add(&mut self, e: uring_sg::DriveError) {
+        use uring_sg::DriveError::*;
+        match e {
+            InvalidOpcode => self.not_idm = true,
+            Busy | HeldByOther => self.busy = true,
+            _ => {}
+        }
+        self.first = self.first.or(Some(e));
+    }
+
+    /// The error to report: not an IDM drive, busy (live holders), else I/O.
+    pub(crate) fn error(&self) -> LockError {
+        if self.not_idm {
+            LockError::NotIdm
+        } else if self.busy {
+            LockError::Busy
+        } else {
+            LockError::Io(self.first.unwrap_or(uring_sg::DriveError::Malformed))
+        }
     }
 }
