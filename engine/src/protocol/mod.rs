@@ -32,6 +32,8 @@
 //! devices.
 
 pub mod acquire;
+pub mod convert;
+pub mod destroy;
 pub mod lock_state;
 pub mod quorum;
 pub mod release;
@@ -39,6 +41,8 @@ pub mod renew;
 pub mod table;
 
 pub use acquire::{Acquire, Acquired};
+pub use convert::Convert;
+pub use destroy::Destroy;
 pub use lock_state::{DriveHold, LockSpec, LockState, XorShift64};
 pub use quorum::{majority, Tally};
 pub use release::Release;
