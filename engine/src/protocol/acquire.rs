@@ -39,7 +39,7 @@ use uring_sg::transport::Reply;
 use uring_sg::{Class, DriveError, Mode, MutexOp};
 
 use super::table::{CleanupStep, TableCleanup};
-use super::{Actions, LockState, Now, Operation, Tally};
+use super::{invalid_spec, Actions, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 use crate::time::Nanos;
 
@@ -360,9 +360,9 @@ impl Operation for Acquire {
 
     fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
         let n = st.spec.n_drives;
-        if n == 0 || st.drives.len() != n as usize {
+        if let Some(e) = invalid_spec(st) {
             self.phase = Phase::Failed;
-            self.outcome = Some(Err(LockError::InvalidArgument("lock has no drives")));
+            self.outcome = Some(Err(e));
             return;
         }
         if st.mode.is_some() || st.held_count() > 0 {

@@ -25,7 +25,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{DriveError, Mode, MutexOp};
 
-use super::{Actions, LockState, Now, Operation};
+use super::{invalid_spec, Actions, LockState, Now, Operation};
 use crate::error::LockError;
 use crate::time::Nanos;
 
@@ -115,6 +115,10 @@ impl Operation for Convert {
     type Output = ();
 
     fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.outcome = Some(Err(e));
+            return;
+        }
         let Some(old) = st.mode else {
             self.outcome = Some(Err(LockError::NotHeld));
             return;

@@ -12,7 +12,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{Class, DriveError, MutexOp};
 
-use super::{Actions, ErrorSummary, LockState, Now, Operation, Tally};
+use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 
 /// The destroy operation. See the module docs.
@@ -35,6 +35,10 @@ impl Operation for Destroy {
     type Output = ();
 
     fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.outcome = Some(Err(e));
+            return;
+        }
         if st.mode.is_some() {
             self.outcome = Some(Err(LockError::InvalidArgument("lock is held")));
             return;
