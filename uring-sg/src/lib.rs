@@ -11,10 +11,13 @@
 //! - [`firmware`]: one simulated IDM drive as a pure state machine.
 //! - [`transport`]: the [`transport::Transport`] trait every device path implements,
 //!   shaped for a reactor that owns one io_uring.
+//! - [`driver`]: a small single-threaded io_uring owner that runs transports (the
+//!   command line and tests use it; the engine's reactor is its big sibling).
 //!
 //! See `../shared/IDM.md` §3–§6 for the reference this follows.
 
 pub mod codec;
+pub mod driver;
 pub mod firmware;
 pub mod transport;
 

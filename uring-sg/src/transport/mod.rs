@@ -142,17 +142,56 @@ pub trait SqSink {
     fn token(&self, local: u64) -> u64;
 
     /// Pushes a 64-byte entry; `false` when the SQ is full (keep it for next turn).
-    fn push(&mut self, entry: &squeue::Entry) -> bool;
+    ///
+    /// # Safety
+    ///
+    /// Every buffer, iovec and file descriptor the entry points at must stay valid
+    /// and unmoved until the entry's last completion has been handed to
+    /// [`Transport::on_cqe`] (the same contract as `io_uring::SubmissionQueue::push`).
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> bool;
 
     /// Pushes a 128-byte entry (`uring_cmd`); `false` when the SQ is full or the
-    /// ring was not set up with SQE128.
-    fn push128(&mut self, entry: &squeue::Entry128) -> bool {
+    /// ring was not set up with SQE128 (see [`SqSink::supports_sqe128`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`SqSink::push`].
+    unsafe fn push128(&mut self, entry: &squeue::Entry128) -> bool {
         let _ = entry;
+        false
+    }
+
+    /// Whether this sink's ring takes 128-byte entries (and gives 32-byte CQEs).
+    fn supports_sqe128(&self) -> bool {
         false
     }
 }
 
+/// One completion queue entry as a transport sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Cqe {
+    /// The entry's result (negative errno, or the operation's value).
+    pub res: i32,
+    /// The entry's flags (`IORING_CQE_F_MORE` for multishot and so on).
+    pub flags: u32,
+    /// The extra 16 bytes of a 32-byte CQE (`uring_cmd` results); zero on a
+    /// 16-byte-CQE ring.
+    pub big: [u64; 2],
+}
+
+impl Cqe {
+    /// Whether more completions will follow for the same entry (multishot).
+    pub fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+}
+
 /// One path to one drive, driven by a reactor's io_uring. See the module docs.
+///
+/// A transport must keep every buffer its pushed entries point at alive until
+/// the entry's final completion (see [`SqSink::push`]); dropping a transport with
+/// entries in flight is the ring owner's business (it cancels and reaps them
+/// first, see [`crate::driver::Driver`]).
 pub trait Transport {
     /// A human-readable name for logs and stats (the drive name or device node).
     fn name(&self) -> &str;
@@ -166,7 +205,7 @@ pub trait Transport {
 
     /// Handles the completion of an entry this transport pushed (`local` is what it
     /// passed to [`SqSink::token`]); finished commands go to `done`.
-    fn on_cqe(&mut self, local: u64, res: i32, flags: u32, done: &mut dyn FnMut(Completion));
+    fn on_cqe(&mut self, local: u64, cqe: &Cqe, done: &mut dyn FnMut(Completion));
 
     /// Fails every command whose deadline is at or before `now`.
     fn expire(&mut self, now: Instant, done: &mut dyn FnMut(Completion));
