@@ -19,6 +19,8 @@
 //! its hot path (record buffers are reused); read commands return their data in a
 //! `Vec` (reads are not on the hot path).
 
+pub mod sim;
+
 use std::time::Instant;
 
 use io_uring::squeue;
