@@ -1,0 +1,244 @@
+//! Release: unlock on every drive of the lock (IDM.md §7).
+//!
+//! - The unlock goes to **every** drive, not only the held ones: a trylock that
+//!   timed out may have been granted, and a drive dropped from the held set may still
+//!   list us. "Not held" answers count as done.
+//! - When an LVB was written ([`LockState::lvb`]) every unlock carries it with the
+//!   control byte "update"; otherwise the drives keep their stored value. Byte 7 of
+//!   the LVB is not carried (IDM.md §5).
+//! - "Wrong class" (our membership on that drive has the other class, e.g. after a
+//!   convert that could not be rolled back) → the unlock is repeated once with the
+//!   other class.
+//! - The mutex is **not** destroyed: it keeps its LVB for the next holder (the old
+//!   host code destroyed after every unlock and so lost the value).
+//! - The lock stops being valid the moment the release starts: [`LockState`] is
+//!   cleared (mode `None`, no held drive) in `start`, so no lease is trusted while
+//!   the unlocks are in flight.
+//!
+//! Outcome at a majority of answers ("released" or "not held"); a majority
+//! impossible (I/O errors) → [`LockError::Io`] (or what the errors say). Late replies
+//! are still consumed before the operation is finished.
+
+use uring_sg::transport::Reply;
+use uring_sg::{Class, DriveError, Lvb};
+
+use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
+use crate::error::LockError;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    Idle,
+    Unlock { class: Class, flipped: bool },
+}
+
+/// The release operation. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct Release {
+    steps: Vec<Step>,
+    lvb: Option<Lvb>,
+    tally: Option<Tally>,
+    errors: ErrorSummary,
+    decided: bool,
+    outcome: Option<Result<(), LockError>>,
+}
+
+impl Release {
+    /// A release of the lock.
+    pub fn new() -> Release {
+        Release::default()
+    }
+
+    fn decide(&mut self) {
+        let Some(t) = self.tally else { return };
+        if self.decided {
+            return;
+        }
+        if t.reached() {
+            self.decided = true;
+            self.outcome = Some(Ok(()));
+        } else if t.impossible() {
+            self.decided = true;
+            self.outcome = Some(Err(self.errors.error()));
+        }
+    }
+}
+
+fn other(class: Class) -> Class {
+    if class.is_shared() {
+        Class::Exclusive
+    } else {
+        Class::SharedProtectedRead
+    }
+}
+
+impl Operation for Release {
+    type Output = ();
+
+    fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.decided = true;
+            self.outcome = Some(Err(e));
+            return;
+        }
+        let Some(mode) = st.mode else {
+            self.decided = true;
+            self.outcome = Some(Err(LockError::NotHeld));
+            return;
+        };
+        self.lvb = st.lvb.take();
+        self.tally = Some(Tally::new(st.spec.n_drives));
+        self.steps = (0..st.spec.n_drives)
+            .map(|d| Step::Unlock {
+                class: st.class_on(d, mode),
+                flipped: false,
+            })
+            .collect();
+        st.clear();
+        for (d, step) in self.steps.iter().enumerate() {
+            if let Step::Unlock { class, .. } = step {
+                a.send(d as u16, st.unlock_request(*class, self.lvb, now));
+            }
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        now: Now,
+        st: &mut LockState,
+        drive: u16,
+        reply: &Reply,
+        a: &mut Actions,
+    ) {
+        let Some(Step::Unlock { class, flipped }) = self.steps.get(drive as usize).copied() else {
+            return;
+        };
+        self.steps[drive as usize] = Step::Idle;
+        let Some(t) = self.tally.as_mut() else { return };
+        match reply.result {
+            Ok(()) | Err(DriveError::NotHeld) => t.yes(),
+            Err(DriveError::WrongClass) if !flipped => {
+                let class = other(class);
+                self.steps[drive as usize] = Step::Unlock {
+                    class,
+                    flipped: true,
+                };
+                a.send(drive, st.unlock_request(class, self.lvb, now));
+                return;
+            }
+            Err(e) => {
+                t.no();
+                self.errors.add(e);
+            }
+        }
+        self.decide();
+    }
+
+    fn on_timer(&mut self, _now: Now, _st: &mut LockState, _a: &mut Actions) {}
+
+    fn outcome(&mut self) -> Option<Result<(), LockError>> {
+        self.outcome.take()
+    }
+
+    fn finished(&self) -> bool {
+        self.decided && self.steps.iter().all(|s| *s == Step::Idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use uring_sg::{ControlByte, Mode, MutexOp};
+
+    fn held(n: u16, held: &[u16]) -> LockState {
+        let mut st = LockState::new(spec(n), 1);
+        st.mode = Some(Mode::Shared);
+        for d in held {
+            st.grant(*d, Class::SharedProtectedRead, Nanos::ZERO, false);
+        }
+        st
+    }
+    use crate::time::Nanos;
+
+    #[test]
+    fn unlocks_every_drive_with_lvb() {
+        let mut st = held(3, &[0, 1]);
+        st.lvb = Some(Lvb::from_u64(0x0102_0304));
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        assert_eq!(
+            ops(&a),
+            vec![
+                (0, MutexOp::Unlock),
+                (1, MutexOp::Unlock),
+                (2, MutexOp::Unlock)
+            ]
+        );
+        for d in 0..3 {
+            let r = record_to(&a, d).unwrap();
+            assert_eq!(r.lvb, Lvb::from_u64(0x0102_0304));
+            assert_eq!(r.control, ControlByte::UpdateNotValid);
+            assert_eq!(r.class, Class::SharedProtectedRead);
+        }
+        // Not valid any more from the start.
+        assert_eq!(st.mode, None);
+        assert_eq!(st.held_count(), 0);
+        assert_eq!(st.lvb, None);
+        let mut a = Actions::new();
+        op.on_reply(at(1), &mut st, 2, &err(DriveError::NotHeld), &mut a);
+        assert!(op.outcome().is_none());
+        op.on_reply(at(1), &mut st, 0, &ok(), &mut a);
+        assert_eq!(op.outcome(), Some(Ok(())));
+        assert!(!op.finished());
+        op.on_reply(at(1), &mut st, 1, &err(DriveError::Timeout), &mut a);
+        assert!(op.finished());
+        assert!(a.commands.is_empty());
+    }
+
+    #[test]
+    fn without_lvb_no_update() {
+        let mut st = held(1, &[0]);
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        assert_eq!(record_to(&a, 0).unwrap().control, ControlByte::NoUpdate);
+    }
+
+    #[test]
+    fn wrong_class_retries_with_other_class() {
+        let mut st = held(1, &[0]);
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        a.clear();
+        op.on_reply(at(1), &mut st, 0, &err(DriveError::WrongClass), &mut a);
+        assert_eq!(record_to(&a, 0).unwrap().class, Class::Exclusive);
+        assert!(!op.finished());
+        op.on_reply(at(2), &mut st, 0, &ok(), &mut a);
+        assert_eq!(op.outcome(), Some(Ok(())));
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn io_majority_fails() {
+        let mut st = held(3, &[0, 1, 2]);
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        op.on_reply(at(1), &mut st, 0, &err(DriveError::Io(5)), &mut a);
+        op.on_reply(at(1), &mut st, 1, &err(DriveError::Timeout), &mut a);
+        assert_eq!(op.outcome(), Some(Err(LockError::Io(DriveError::Io(5)))));
+    }
+
+    #[test]
+    fn not_held() {
+        let mut st = LockState::new(spec(2), 1);
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        assert!(a.commands.is_empty());
+        assert_eq!(op.outcome(), Some(Err(LockError::NotHeld)));
+        assert!(op.finished());
+    }
+}
