@@ -16,8 +16,8 @@
 //! reply is sent after the drive's latency sample. A stalled drive executes held
 //! commands when the stall ends. Replies go out in completion order.
 //!
-//! **Table dump** uses the firmware's own mutex-read commands (count, then that
-//! many records), so it sees exactly what a host's table read would.
+//! **Table dump** (control) returns the firmware's snapshot: the records a
+//! host's table read would return at that drive time.
 
 pub mod faults;
 pub mod frame;

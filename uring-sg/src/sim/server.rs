@@ -36,9 +36,7 @@ use super::{
     ControlRequest, ControlResponse, DriveInfo, ListenAddr, SimConfig, SimError, SimStats,
     TableEntry,
 };
-use crate::codec::{
-    decode_table_count, mutex_read_cdb, table_count_cdb, Record, ScsiStatus, RECORD_LEN,
-};
+use crate::codec::Record;
 use crate::firmware::Firmware;
 
 /// `user_data` layout: operation in the top 8 bits, index in the low 32.
@@ -869,19 +867,7 @@ impl SimServer {
             }
             ControlRequest::DumpTable { drive } => {
                 let i = self.drive_index(drive)?;
-                let fw = &mut self.drives[i].fw;
-                let mut buf = Vec::new();
-                let a = fw.execute(now_ms, &table_count_cdb(), &[], &mut buf);
-                if a.status != ScsiStatus::GOOD {
-                    return Err(format!("count read failed: status {:#04x}", a.status.0));
-                }
-                let n = decode_table_count(&buf).map_err(|e| e.to_string())?;
-                let a = fw.execute(now_ms, &mutex_read_cdb(n as u32), &[], &mut buf);
-                if a.status != ScsiStatus::GOOD {
-                    return Err(format!("table read failed: status {:#04x}", a.status.0));
-                }
-                buf.truncate(n as usize * RECORD_LEN);
-                let recs = Record::decode_table(&buf).map_err(|e| e.to_string())?;
+                let recs = self.drives[i].fw.snapshot(now_ms);
                 Ok(ControlResponse::Table {
                     records: recs.iter().map(table_entry).collect(),
                 })
