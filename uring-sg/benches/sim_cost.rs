@@ -83,7 +83,7 @@ fn run(d: &mut Driver, req: &Request, n: u64, hist: &mut Histogram<u64>) {
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let addr = ListenAddr::Unix(dir.path().join("bench.sock"));
-    let sim = SimHandle::start(SimConfig::with_drives(1), &[addr.clone()]).unwrap();
+    let sim = SimHandle::start(SimConfig::with_drives(1), std::slice::from_ref(&addr)).unwrap();
     let mut d = Driver::new(256).unwrap();
     d.add(Box::new(
         SimTransport::connect(&addr, "bench", "sim0").unwrap(),
