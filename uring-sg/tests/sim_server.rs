@@ -408,3 +408,51 @@ fn a_lost_connection_fails_in_flight_commands_and_closes_the_transport() {
         Err(EnqueueError::Closed(104))
     );
 }
+
+#[test]
+fn a_table_read_larger_than_one_mib_arrives_whole() {
+    let sim = Sim::start(SimConfig::with_drives(1));
+    let mut d = sim.driver(&sim.tcp(), "h", &["sim0"]);
+    const N: u64 = 2500; // 2500 × 512 B = 1.22 MiB of data-in
+    for tag in 0..N {
+        let req = mutex(MutexOp::Trylock, &format!("big-{tag}"), "A");
+        d.enqueue(0, tag, &req, T).unwrap();
+    }
+    let mut n = 0;
+    while n < N {
+        d.turn(T, &mut |_, c| {
+            assert_eq!(c.reply.result, Ok(()));
+            n += 1;
+        })
+        .unwrap();
+    }
+    assert_eq!(count(&mut d, 0), N as u16);
+    let r = call(&mut d, 0, &Request::ReadTable { records: N as u32 }, T);
+    r.result.unwrap();
+    let recs = Record::decode_table(&r.data).unwrap();
+    let locks: HashSet<String> = recs.iter().map(|r| r.lock_id.to_string()).collect();
+    assert_eq!(locks.len(), N as usize);
+    assert!(locks.contains("big-0") && locks.contains("big-2499"));
+}
+
+#[test]
+fn bind_replaces_a_stale_socket_but_never_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let r = SimHandle::start(SimConfig::with_drives(1), &[ListenAddr::Unix(file.clone())]);
+    assert!(r.is_err());
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+    let sock = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap()); // leaves the file
+    assert!(sock.exists());
+    let h = SimHandle::start(SimConfig::with_drives(1), &[ListenAddr::Unix(sock.clone())]).unwrap();
+    let mut d = Driver::new(8).unwrap();
+    d.add(Box::new(
+        SimTransport::connect(&h.addrs()[0], "c", "sim0").unwrap(),
+    ));
+    assert_eq!(count(&mut d, 0), 0);
+    h.stop().unwrap();
+    assert!(!sock.exists(), "the server removes its socket file");
+}

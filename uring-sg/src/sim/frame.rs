@@ -11,7 +11,7 @@
 //! | 4 | 1 | `type` |
 //! | 5 | `len - 1` | payload |
 //!
-//! [`MAX_BODY`] is 1 MiB + 64. A header announcing `len == 0` or `len > MAX_BODY` is
+//! [`MAX_BODY`] is 4 MiB + 64 ([`MAX_DATA`] says why). A header announcing `len == 0` or `len > MAX_BODY` is
 //! rejected as soon as its 4 bytes arrive. A *string* is a u16 length then that
 //! many bytes of UTF-8. Payloads by type (each must be consumed exactly: trailing
 //! bytes are an error):
@@ -23,8 +23,8 @@
 //! | `0x03` | ATTACH | client → server | string drive name |
 //! | `0x04` | ATTACHED | server → client | u32 drive id |
 //! | `0x05` | ERROR | server → client | string message (answer to ATTACH or CONTROL) |
-//! | `0x10` | COMMAND | client → server | u64 tag, u32 drive id, u8 cdb length (1..=16), cdb, u32 data-in length wanted (≤ 1 MiB), u32 data-out length (≤ 1 MiB), data-out |
-//! | `0x11` | REPLY | server → client | u64 tag, u8 status, u8 sense length (≤ 252), sense, u32 data-in length (≤ 1 MiB), data-in |
+//! | `0x10` | COMMAND | client → server | u64 tag, u32 drive id, u8 cdb length (1..=16), cdb, u32 data-in length wanted (≤ 4 MiB), u32 data-out length (≤ 4 MiB), data-out |
+//! | `0x11` | REPLY | server → client | u64 tag, u8 status, u8 sense length (≤ 252), sense, u32 data-in length (≤ 4 MiB), data-in |
 //! | `0x20` | CONTROL | client → server | UTF-8 JSON of a `ControlRequest` (rest of the frame) |
 //! | `0x21` | CONTROL_OK | server → client | UTF-8 JSON of a `ControlResponse` (rest of the frame) |
 //!
@@ -39,8 +39,12 @@
 
 use std::str;
 
-/// Largest data-in or data-out of one command: 1 MiB.
-pub const MAX_DATA: usize = 1 << 20;
+/// Largest data-in or data-out of one command: 4 MiB.
+///
+/// A full table read must fit in one REPLY: the default table (3950 records of
+/// 512 bytes) is 1.93 MiB, so 1 MiB (the first plan) was too small; 4 MiB takes
+/// 8192 records and still bounds what one peer can make the other buffer.
+pub const MAX_DATA: usize = 4 << 20;
 /// Largest `len` field: a command or reply with [`MAX_DATA`] plus its fields.
 pub const MAX_BODY: usize = MAX_DATA + 64;
 /// Header size: the u32 length and the type byte.

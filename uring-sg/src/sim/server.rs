@@ -19,6 +19,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -111,6 +112,14 @@ struct Listener {
     owns_path: Option<PathBuf>,
 }
 
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(p) = &self.owns_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 struct Conn {
     fd: OwnedFd,
     gen: u64,
@@ -151,8 +160,11 @@ pub struct SimServer {
 fn bind_one(addr: &ListenAddr) -> Result<Listener, SimError> {
     match addr {
         ListenAddr::Unix(path) => {
-            // A socket file nobody listens on is a leftover of a dead server.
-            if path.exists() && UnixStream::connect(path).is_err() {
+            // A socket file nobody listens on is a leftover of a dead server
+            // (anything that is not a socket is left alone: bind then fails).
+            let stale = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+                && UnixStream::connect(path).is_err();
+            if stale {
                 let _ = std::fs::remove_file(path);
             }
             let l = UnixListener::bind(path)?;
@@ -733,15 +745,7 @@ impl SimServer {
         let gen = conn.gen;
         let client = conn.client.as_deref().unwrap_or("");
         let Some(drive) = self.drives.get_mut(c.drive as usize) else {
-            self.reply_data(
-                k,
-                gen,
-                Duration::ZERO,
-                c.tag,
-                STATUS_TRANSPORT_ERROR,
-                &[],
-                &[],
-            );
+            self.reply(k, gen, Duration::ZERO, &io_error(c.tag));
             return;
         };
         let verdict = drive.faults.judge(client, now_ms, &mut self.rng);
@@ -762,55 +766,38 @@ impl SimServer {
                 });
             }
             Verdict::IoError => {
-                self.reply_data(k, gen, delay, c.tag, STATUS_TRANSPORT_ERROR, &[], &[]);
+                self.reply(k, gen, delay, &io_error(c.tag));
             }
             Verdict::Execute | Verdict::ExecuteAndDrop => {
                 let mut data_in = std::mem::take(&mut self.data_in);
                 let a = drive.fw.execute(now_ms, c.cdb, c.data_out, &mut data_in);
                 data_in.truncate(c.data_in_len as usize);
                 if verdict == Verdict::Execute {
-                    self.reply_data(
-                        k,
-                        gen,
-                        delay,
-                        c.tag,
-                        a.status.0,
-                        a.sense.as_slice(),
-                        &data_in,
-                    );
+                    let r = ReplyFrame {
+                        tag: c.tag,
+                        status: a.status.0,
+                        sense: a.sense.as_slice(),
+                        data: &data_in,
+                    };
+                    self.reply(k, gen, delay, &r);
                 }
                 self.data_in = data_in;
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // the fields of one REPLY plus its routing; a struct would only rename them
-    fn reply_data(
-        &mut self,
-        k: usize,
-        gen: u64,
-        delay: Duration,
-        tag: u64,
-        status: u8,
-        sense: &[u8],
-        data: &[u8],
-    ) {
-        let r = ReplyFrame {
-            tag,
-            status,
-            sense,
-            data,
-        };
+    /// Sends `r` on connection `k` (generation `gen`) now, or after `delay`.
+    fn reply(&mut self, k: usize, gen: u64, delay: Duration, r: &ReplyFrame<'_>) {
         if delay.is_zero() {
             if let Some(c) = self.conns.get_mut(k) {
-                if frame::encode_reply(&mut c.out, &r).is_ok() {
+                if frame::encode_reply(&mut c.out, r).is_ok() {
                     self.stats.replies += 1;
                 }
             }
             return;
         }
         let mut bytes = self.pool.pop().unwrap_or_default();
-        if frame::encode_reply(&mut bytes, &r).is_err() {
+        if frame::encode_reply(&mut bytes, r).is_err() {
             return;
         }
         let seq = self.next_seq;
@@ -885,6 +872,16 @@ impl SimServer {
     }
 }
 
+/// The REPLY of a command the simulated transport failed.
+fn io_error(tag: u64) -> ReplyFrame<'static> {
+    ReplyFrame {
+        tag,
+        status: STATUS_TRANSPORT_ERROR,
+        sense: &[],
+        data: &[],
+    }
+}
+
 /// The control form of a table record.
 pub fn table_entry(r: &Record) -> TableEntry {
     TableEntry {
@@ -900,13 +897,9 @@ pub fn table_entry(r: &Record) -> TableEntry {
 
 impl Drop for SimServer {
     fn drop(&mut self) {
+        // Entries still in the kernel point at buffers about to be freed.
         if self.in_flight > 0 {
             let _ = self.drain();
-        }
-        for l in &self.listeners {
-            if let Some(p) = &l.owns_path {
-                let _ = std::fs::remove_file(p);
-            }
         }
     }
 }
