@@ -20,6 +20,7 @@
 //! `Vec` (reads are not on the hot path).
 
 pub mod mem;
+pub mod sim;
 
 use std::time::Instant;
 
