@@ -63,10 +63,13 @@
 //! LVB" only updates [`protocol::LockState::lvb`]); byte 7 does not survive the
 //! drive (the wire overwrites it with the control byte) and always reads back as 0.
 
+pub mod api;
+pub mod completion;
 pub mod error;
 pub mod fencing;
 pub mod lease;
 pub mod protocol;
+pub mod reactor;
 pub mod time;
 
 pub use error::LockError;

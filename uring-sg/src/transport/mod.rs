@@ -19,6 +19,7 @@
 //! its hot path (record buffers are reused); read commands return their data in a
 //! `Vec` (reads are not on the hot path).
 
+pub mod mem;
 pub mod sim;
 
 use std::time::Instant;

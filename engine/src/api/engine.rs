@@ -1,0 +1,185 @@
+//! [`Engine`]: the reactor threads and the way requests reach them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{bounded, Sender};
+use uring_sg::LockId;
+
+use super::{EngineConfig, EngineError, EngineStats, Lockspace, LockspaceConfig, LockspaceShared};
+use crate::completion::pair;
+use crate::reactor::msg::Msg;
+use crate::reactor::stats::ReactorStats;
+use crate::reactor::wake::Wake;
+use crate::reactor::{Reactor, ReactorConfig};
+
+/// One reactor as the callers see it: its queue and its wake-up.
+pub(crate) struct ReactorHandle {
+    tx: Sender<Msg>,
+    wake: Arc<Wake>,
+}
+
+impl ReactorHandle {
+    /// Queues `msg` (blocking while the queue is full) and wakes the reactor.
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), EngineError> {
+        self.tx.send(msg).map_err(|_| EngineError::Stopped)?;
+        self.wake.notify();
+        Ok(())
+    }
+}
+
+/// The running engine's shared part.
+pub(crate) struct Inner {
+    pub(crate) reactors: Vec<ReactorHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next_lockspace: AtomicU32,
+    /// Things that must live as long as the engine (an embedded simulator).
+    _keep: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// Simulated drive names, for [`Engine::simulated`].
+    sim_drives: Vec<String>,
+}
+
+impl Inner {
+    /// The reactor that owns lock `id` (a hash of the ID; stable for the engine's life).
+    pub(crate) fn reactor_for(&self, id: &LockId) -> &ReactorHandle {
+        // FNV-1a over the 64 bytes: cheap and spreads lvmlockd's UUID-shaped IDs.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        &self.reactors[(h % self.reactors.len() as u64) as usize]
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for r in &self.reactors {
+            let _ = r.send(Msg::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The lock engine: reactor threads, each owning an io_uring and the locks hashed
+/// to it. Cheap to clone (a handle); the reactors stop when the last handle and
+/// the last [`Lockspace`] are gone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Starts an engine with `cfg`.
+    pub fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
+        Engine::start_with(cfg, Vec::new(), Vec::new())
+    }
+
+    /// Starts an engine that keeps `keep` alive as long as it runs, and knows the
+    /// simulated drive names `sim_drives`.
+    pub(crate) fn start_with(
+        cfg: EngineConfig,
+        keep: Vec<Box<dyn std::any::Any + Send>>,
+        sim_drives: Vec<String>,
+    ) -> Result<Engine, EngineError> {
+        if cfg.reactors == 0 || cfg.reactors > 256 {
+            return Err(EngineError::InvalidArgument(format!(
+                "reactors must be 1..=256, not {}",
+                cfg.reactors
+            )));
+        }
+        let mut reactors = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..cfg.reactors {
+            let (tx, rx) = bounded(cfg.queue_depth.max(1));
+            let wake = Wake::new().map_err(|e| EngineError::Start(format!("eventfd: {e}")))?;
+            let rcfg = ReactorConfig {
+                index,
+                client: format!("{}/r{index}", cfg.name),
+                command_timeout: cfg.command_timeout,
+                ring_entries: cfg.ring_entries,
+                seed: cfg.seed,
+                opener: cfg.opener.clone(),
+            };
+            // The ring is made on the reactor's own thread; its success or
+            // failure comes back before start returns.
+            let (ready_tx, ready_rx) = bounded::<Result<(), String>>(1);
+            let w = wake.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("idm-reactor-{index}"))
+                .spawn(move || match Reactor::new(rcfg, rx, w) {
+                    Ok(r) => {
+                        let _ = ready_tx.send(Ok(()));
+                        r.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("io_uring setup: {e}")));
+                    }
+                })
+                .map_err(|e| EngineError::Start(format!("thread: {e}")))?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(EngineError::Start(e)),
+                Err(_) => return Err(EngineError::Start("reactor thread died".into())),
+            }
+            reactors.push(ReactorHandle { tx, wake });
+            threads.push(t);
+        }
+        tracing::info!(reactors = cfg.reactors, name = %cfg.name, "engine started");
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                reactors,
+                threads: Mutex::new(threads),
+                next_lockspace: AtomicU32::new(1),
+                _keep: Mutex::new(keep),
+                sim_drives,
+            }),
+        })
+    }
+
+    /// Opens a lockspace: a host ID, a lease, a renewal cadence and a fencing
+    /// action shared by the locks taken through it.
+    pub fn lockspace(&self, cfg: LockspaceConfig) -> Result<Lockspace, EngineError> {
+        cfg.validate()?;
+        let id = self.inner.next_lockspace.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(LockspaceShared::new(id, cfg));
+        for r in &self.inner.reactors {
+            r.send(Msg::AddLockspace(shared.clone()))?;
+        }
+        Ok(Lockspace::new(self.clone(), shared))
+    }
+
+    /// Statistics merged over every reactor.
+    pub fn stats(&self) -> Result<EngineStats, EngineError> {
+        let mut total = ReactorStats::new();
+        let mut waits = Vec::new();
+        for r in &self.inner.reactors {
+            let (c, p) = pair(|| None);
+            r.send(Msg::Stats(c))?;
+            waits.push(p);
+        }
+        for p in waits {
+            let s = p.wait().ok_or(EngineError::Stopped)?;
+            total.merge(&s);
+        }
+        Ok(EngineStats {
+            reactors: self.inner.reactors.len(),
+            total,
+        })
+    }
+
+    /// Names of the drives of the embedded simulator ([`Engine::simulated`]); empty
+    /// otherwise.
+    pub fn simulated_drives(&self) -> Vec<String> {
+        self.inner.sim_drives.clone()
+    }
+
+    /// Reactor threads.
+    pub fn reactors(&self) -> usize {
+        self.inner.reactors.len()
+    }
+}

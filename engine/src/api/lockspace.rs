@@ -1,0 +1,403 @@
+//! [`Lockspace`]: a host ID, a lease and a fencing action, and the lock calls.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use uring_sg::{HostId, LockId, Lvb, Mode};
+
+use super::{Engine, EngineError, FenceAction, LockOptions, LockspaceConfig};
+use crate::completion::{pair, Pending};
+use crate::fencing::LeasePolicy;
+use crate::reactor::msg::{LockspaceId, Msg, OpRequest, OpResult};
+use crate::reactor::op::OpOutput;
+use crate::reactor::stopped;
+use crate::time::Nanos;
+
+/// The part of a lockspace its reactors share: identity, lease policy, fencing.
+#[derive(Debug)]
+pub struct LockspaceShared {
+    /// Engine-unique id.
+    pub id: LockspaceId,
+    /// The caller's name for it.
+    pub name: String,
+    /// Host ID sent to the drives (read when a lock is created).
+    pub host_id: HostId,
+    /// Membership countdown sent with every grant and refresh, ms.
+    pub lease_ms: u64,
+    /// Renewal and fencing arithmetic.
+    pub policy: LeasePolicy,
+    /// Fenced: takes no new work.
+    pub fenced: AtomicBool,
+    /// Renewals paused (`ilm_stop_renew`): leases lapse and fencing fires first.
+    pub renew_paused: AtomicBool,
+    /// Share (percent) of drive commands that fail with EIO (`ilm_inject_fault`).
+    pub fault_pct: AtomicU32,
+    fence: Mutex<FenceAction>,
+}
+
+impl LockspaceShared {
+    /// The shared state of a lockspace built from `cfg`.
+    pub fn new(id: LockspaceId, cfg: LockspaceConfig) -> LockspaceShared {
+        let n = |d: Duration| Nanos(d.as_nanos().min(u64::MAX as u128) as u64);
+        LockspaceShared {
+            id,
+            name: cfg.name,
+            host_id: cfg.host_id,
+            lease_ms: cfg.lease.as_millis().min(u128::from(u64::MAX)) as u64,
+            policy: LeasePolicy {
+                lease: n(cfg.lease),
+                renew_every: n(cfg.renew_every),
+                fence_margin: n(cfg.fence_margin),
+                drift_margin: n(cfg.drift_margin),
+            },
+            fenced: AtomicBool::new(false),
+            renew_paused: AtomicBool::new(false),
+            fault_pct: AtomicU32::new(0),
+            fence: Mutex::new(cfg.fence),
+        }
+    }
+
+    /// Runs the fencing action. A kill path runs on its own thread so the reactor
+    /// never waits for it.
+    pub fn run_fence_action(&self) {
+        let action = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match action {
+            FenceAction::None => {}
+            FenceAction::Signal { pid, signal } => {
+                let sig = nix::sys::signal::Signal::try_from(signal);
+                match sig {
+                    Ok(sig) => {
+                        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+                        {
+                            tracing::error!(pid, signal, error = %e, "fencing signal failed");
+                        }
+                    }
+                    Err(e) => tracing::error!(signal, error = %e, "fencing signal invalid"),
+                }
+            }
+            FenceAction::KillPath { program, args } => {
+                let name = self.name.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("idm-killpath".into())
+                    .spawn(move || {
+                        match std::process::Command::new(&program).args(&args).status() {
+                            Ok(s) if s.success() => {}
+                            Ok(s) => tracing::error!(lockspace = %name, ?program, %s, "kill path failed"),
+                            Err(e) => tracing::error!(lockspace = %name, ?program, error = %e, "kill path could not run"),
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "could not start the kill path thread");
+                }
+            }
+            FenceAction::Callback(f) => f(&self.name),
+        }
+    }
+
+    /// Replaces the fencing action.
+    pub fn set_fence_action(&self, action: FenceAction) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = action;
+    }
+}
+
+/// A lock operation in flight: wait for it, `.await` it, or poll it.
+pub struct OpFuture<T> {
+    pending: Pending<OpResult>,
+    map: fn(OpOutput) -> Result<T, EngineError>,
+}
+
+impl<T> OpFuture<T> {
+    /// Blocks until the operation finished.
+    pub fn wait(self) -> Result<T, EngineError> {
+        self.pending.wait().and_then(self.map)
+    }
+}
+
+impl<T> Future for OpFuture<T> {
+    type Output = Result<T, EngineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let map = self.map;
+        Pin::new(&mut self.pending)
+            .poll(cx)
+            .map(|r| r.and_then(map))
+    }
+}
+
+impl<T> Unpin for OpFuture<T> {}
+
+/// A lockspace: locks taken through it share a host ID, a lease and a fencing
+/// action. Dropping it releases its locks (see [`Lockspace::close`] for the
+/// alternative).
+pub struct Lockspace {
+    engine: Engine,
+    shared: Arc<LockspaceShared>,
+    closed: bool,
+}
+
+fn done(o: OpOutput) -> Result<(), EngineError> {
+    match o {
+        OpOutput::Done => Ok(()),
+        other => Err(EngineError::InvalidArgument(format!(
+            "unexpected output {other:?}"
+        ))),
+    }
+}
+
+fn lvb(o: OpOutput) -> Result<Lvb, EngineError> {
+    match o {
+        OpOutput::Lvb(v) => Ok(v),
+        other => Err(EngineError::InvalidArgument(format!(
+            "unexpected output {other:?}"
+        ))),
+    }
+}
+
+fn count(o: OpOutput) -> Result<(u32, bool), EngineError> {
+    match o {
+        OpOutput::HostCount {
+            others,
+            held_by_self,
+        } => Ok((others, held_by_self)),
+        other => Err(EngineError::InvalidArgument(format!(
+            "unexpected output {other:?}"
+        ))),
+    }
+}
+
+fn mode(o: OpOutput) -> Result<Option<Mode>, EngineError> {
+    match o {
+        OpOutput::Mode(m) => Ok(m),
+        other => Err(EngineError::InvalidArgument(format!(
+            "unexpected output {other:?}"
+        ))),
+    }
+}
+
+fn names(drives: &[impl AsRef<str>]) -> Arc<[String]> {
+    drives.iter().map(|d| d.as_ref().to_string()).collect()
+}
+
+impl Lockspace {
+    pub(crate) fn new(engine: Engine, shared: Arc<LockspaceShared>) -> Lockspace {
+        Lockspace {
+            engine,
+            shared,
+            closed: false,
+        }
+    }
+
+    /// Sends `req` for lock `id` to its reactor.
+    fn submit<T>(
+        &self,
+        id: LockId,
+        req: OpRequest,
+        map: fn(OpOutput) -> Result<T, EngineError>,
+    ) -> OpFuture<T> {
+        let (c, pending) = pair(stopped);
+        // A send failure drops the completer, which completes with "stopped".
+        let _ = self.engine.inner.reactor_for(&id).send(Msg::Op {
+            ls: self.shared.id,
+            lock: id,
+            req,
+            done: c,
+        });
+        OpFuture { pending, map }
+    }
+
+    /// Acquires lock `id` in `mode` on `drives` (a majority must grant).
+    pub fn lock_async(
+        &self,
+        id: LockId,
+        mode: Mode,
+        drives: &[impl AsRef<str>],
+        opts: LockOptions,
+    ) -> OpFuture<()> {
+        let req = OpRequest::Acquire {
+            mode,
+            drives: names(drives),
+            deadline: Instant::now() + opts.timeout,
+            no_wait: opts.no_wait,
+        };
+        self.submit(id, req, done)
+    }
+
+    /// Blocking [`Lockspace::lock_async`].
+    pub fn lock(
+        &self,
+        id: LockId,
+        mode: Mode,
+        drives: &[impl AsRef<str>],
+        opts: LockOptions,
+    ) -> Result<(), EngineError> {
+        self.lock_async(id, mode, drives, opts).wait()
+    }
+
+    /// Releases lock `id` (by ID alone: the lockspace remembers its drives),
+    /// storing the LVB if one was written.
+    pub fn unlock_async(&self, id: LockId) -> OpFuture<()> {
+        self.submit(id, OpRequest::Release, done)
+    }
+
+    /// Blocking [`Lockspace::unlock_async`].
+    pub fn unlock(&self, id: LockId) -> Result<(), EngineError> {
+        self.unlock_async(id).wait()
+    }
+
+    /// Converts lock `id` to `mode`. On failure the lock stays held in its old mode.
+    pub fn convert_async(&self, id: LockId, mode: Mode, timeout: Duration) -> OpFuture<()> {
+        let req = OpRequest::Convert {
+            mode,
+            deadline: Instant::now() + timeout,
+        };
+        self.submit(id, req, done)
+    }
+
+    /// Blocking [`Lockspace::convert_async`].
+    pub fn convert(&self, id: LockId, mode: Mode, timeout: Duration) -> Result<(), EngineError> {
+        self.convert_async(id, mode, timeout).wait()
+    }
+
+    /// Reads the LVB of held lock `id`: the maximum over a majority of its drives,
+    /// or all-ones ([`Lvb::INVALID`]) if a drive was taken by break (the previous
+    /// holder may not have stored its value). Byte 7 always reads as 0 (IDM.md §5).
+    pub fn read_lvb_async(&self, id: LockId, timeout: Duration) -> OpFuture<Lvb> {
+        let req = OpRequest::ReadLvb {
+            deadline: Instant::now() + timeout,
+        };
+        self.submit(id, req, lvb)
+    }
+
+    /// Blocking [`Lockspace::read_lvb_async`].
+    pub fn read_lvb(&self, id: LockId) -> Result<Lvb, EngineError> {
+        self.read_lvb_async(id, LockOptions::default().timeout)
+            .wait()
+    }
+
+    /// Sets the LVB that the release of held lock `id` stores on its drives.
+    /// Byte 7 is not carried by the drive (IDM.md §5): it reads back as 0.
+    pub fn write_lvb(&self, id: LockId, value: Lvb) -> Result<(), EngineError> {
+        self.submit(id, OpRequest::WriteLvb(value), done).wait()
+    }
+
+    /// Other hosts holding lock `id` on `drives` (maximum over drives), and whether
+    /// this host holds it; works for locks this lockspace does not hold.
+    pub fn host_count_async(
+        &self,
+        id: LockId,
+        drives: &[impl AsRef<str>],
+    ) -> OpFuture<(u32, bool)> {
+        let req = OpRequest::HostCount {
+            drives: names(drives),
+            deadline: Instant::now() + LockOptions::default().timeout,
+        };
+        self.submit(id, req, count)
+    }
+
+    /// Blocking [`Lockspace::host_count_async`].
+    pub fn host_count(
+        &self,
+        id: LockId,
+        drives: &[impl AsRef<str>],
+    ) -> Result<(u32, bool), EngineError> {
+        self.host_count_async(id, drives).wait()
+    }
+
+    /// The mode lock `id` is held in on `drives` (majority vote; `None`: unlocked).
+    pub fn mode_async(&self, id: LockId, drives: &[impl AsRef<str>]) -> OpFuture<Option<Mode>> {
+        let req = OpRequest::Mode {
+            drives: names(drives),
+            deadline: Instant::now() + LockOptions::default().timeout,
+        };
+        self.submit(id, req, mode)
+    }
+
+    /// Blocking [`Lockspace::mode_async`].
+    pub fn mode(
+        &self,
+        id: LockId,
+        drives: &[impl AsRef<str>],
+    ) -> Result<Option<Mode>, EngineError> {
+        self.mode_async(id, drives).wait()
+    }
+
+    /// Pauses renewals: the leases lapse, and the fencing action fires before they do.
+    pub fn stop_renew(&self) {
+        self.shared.renew_paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Resumes renewals.
+    pub fn start_renew(&self) {
+        self.shared.renew_paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes `percent` of this lockspace's drive commands fail with EIO (tests).
+    pub fn inject_fault(&self, percent: u32) -> Result<(), EngineError> {
+        if percent > 100 {
+            return Err(EngineError::InvalidArgument(format!(
+                "fault percentage {percent} is over 100"
+            )));
+        }
+        self.shared.fault_pct.store(percent, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replaces the fencing action.
+    pub fn set_fence_action(&self, action: FenceAction) {
+        self.shared.set_fence_action(action);
+    }
+
+    /// Whether this lockspace was fenced (it then refuses new locks).
+    pub fn is_fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The lockspace's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The host ID this lockspace uses on the drives.
+    pub fn host_id(&self) -> HostId {
+        self.shared.host_id
+    }
+
+    /// Closes the lockspace: with `release`, its locks are released on the drives
+    /// (what dropping does); without, they are forgotten and left to expire on the
+    /// drives (what `ilm_disconnect` does). Blocks until the reactors are done.
+    pub fn close(mut self, release: bool) {
+        self.closed = true;
+        self.shutdown(release);
+    }
+
+    fn shutdown(&self, release: bool) {
+        let mut waits = Vec::new();
+        for r in &self.engine.inner.reactors {
+            let (c, p) = pair(|| ());
+            if r.send(Msg::DropLockspace {
+                ls: self.shared.id,
+                release,
+                done: c,
+            })
+            .is_ok()
+            {
+                waits.push(p);
+            }
+        }
+        for p in waits {
+            p.wait();
+        }
+    }
+}
+
+impl Drop for Lockspace {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.shutdown(true);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The reactor's drive registry: every drive opened once per reactor and shared by
+//! all its locks, with its paths (multipath) and its health.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uring_sg::DriveError;
+
+use crate::api::{DriveOpener, EngineError};
+
+/// Health of one drive as this reactor saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriveHealth {
+    /// Commands sent to it.
+    pub commands: u64,
+    /// Errors in a row at the transport level (I/O, timeout), reset by any answer.
+    pub consecutive_errors: u32,
+    /// The last answer's error, if the last answer was one.
+    pub last_error: Option<DriveError>,
+    /// Path switches after I/O errors.
+    pub failovers: u64,
+}
+
+/// One drive: its name, its open paths (transport indices in the reactor's
+/// driver), the path in use, and its health.
+#[derive(Debug)]
+pub struct DriveSlot {
+    /// The name the caller used (a device path, or a simulator drive name).
+    pub name: Arc<str>,
+    /// Transport indices, one per path.
+    pub paths: Vec<usize>,
+    /// Index into `paths` of the path commands go to now.
+    pub current: usize,
+    /// What happened on it.
+    pub health: DriveHealth,
+}
+
+impl DriveSlot {
+    /// The transport index commands go to now.
+    pub fn path(&self) -> usize {
+        self.paths[self.current % self.paths.len()]
+    }
+
+    /// Switches to the next path after an I/O error; `false` with a single path.
+    pub fn fail_over(&mut self) -> bool {
+        if self.paths.len() < 2 {
+            return false;
+        }
+        self.current = (self.current + 1) % self.paths.len();
+        self.health.failovers += 1;
+        true
+    }
+
+    /// Records an answer (`Ok`, or the drive's error) for health.
+    pub fn record(&mut self, result: &Result<(), DriveError>) {
+        match result {
+            Err(e) if e.is_io() => {
+                self.health.consecutive_errors = self.health.consecutive_errors.saturating_add(1);
+                self.health.last_error = Some(*e);
+            }
+            Err(e) => {
+                self.health.consecutive_errors = 0;
+                self.health.last_error = Some(*e);
+            }
+            Ok(()) => {
+                self.health.consecutive_errors = 0;
+                self.health.last_error = None;
+            }
+        }
+    }
+}
+
+/// Name → drive, opening each drive on first use.
+pub struct DriveRegistry {
+    opener: Arc<dyn DriveOpener>,
+    client: String,
+    by_name: HashMap<Arc<str>, usize>,
+    /// The drives, indexed by drive id.
+    pub slots: Vec<DriveSlot>,
+}
+
+impl DriveRegistry {
+    /// A registry that opens drives with `opener`, as client `client` (a name for
+    /// this reactor that the simulator shows in its logs and faults).
+    pub fn new(opener: Arc<dyn DriveOpener>, client: String) -> DriveRegistry {
+        DriveRegistry {
+            opener,
+            client,
+            by_name: HashMap::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// The drive id of `name`, opening it (all its paths) through `add` if new.
+    pub fn resolve(
+        &mut self,
+        name: &str,
+        add: &mut dyn FnMut(Box<dyn uring_sg::transport::Transport>) -> usize,
+    ) -> Result<usize, EngineError> {
+        if let Some(&id) = self.by_name.get(name) {
+            return Ok(id);
+        }
+        let transports = self.opener.open(name, &self.client)?;
+        if transports.is_empty() {
+            return Err(EngineError::Drive {
+                drive: name.to_string(),
+                reason: "no path to this drive".into(),
+            });
+        }
+        let paths = transports.into_iter().map(add).collect();
+        let name: Arc<str> = Arc::from(name);
+        let id = self.slots.len();
+        self.slots.push(DriveSlot {
+            name: name.clone(),
+            paths,
+            current: 0,
+            health: DriveHealth::default(),
+        });
+        self.by_name.insert(name, id);
+        Ok(id)
+    }
+}

@@ -1,0 +1,96 @@
+//! What callers send a reactor, and what comes back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use uring_sg::{LockId, Lvb, Mode};
+
+use super::op::OpOutput;
+use super::stats::ReactorStats;
+use crate::api::{EngineError, LockspaceShared};
+use crate::completion::Completer;
+
+/// The id of a lockspace inside one engine.
+pub type LockspaceId = u32;
+
+/// The result an operation's caller receives.
+pub type OpResult = Result<OpOutput, EngineError>;
+
+/// What a caller asks of one lock.
+#[derive(Clone, Debug)]
+pub enum OpRequest {
+    /// Acquire in `mode` on `drives`.
+    Acquire {
+        /// EX or SH.
+        mode: Mode,
+        /// The drives the lock spans, as the caller names them.
+        drives: Arc<[String]>,
+        /// Give up at this time.
+        deadline: Instant,
+        /// Return "busy" at once on live contention.
+        no_wait: bool,
+    },
+    /// Release (storing the LVB if one was written).
+    Release,
+    /// Convert to `mode`.
+    Convert {
+        /// The new mode.
+        mode: Mode,
+        /// Give up at this time.
+        deadline: Instant,
+    },
+    /// Read the LVB from a majority of the drives.
+    ReadLvb {
+        /// Give up at this time.
+        deadline: Instant,
+    },
+    /// Renew on the drives (the reactor's own, on the lockspace's cadence).
+    Renew,
+    /// Set the LVB stored at release (no drive command).
+    WriteLvb(Lvb),
+    /// Count other hosts holding the lock on `drives` (held or not by us).
+    HostCount {
+        /// The drives to ask.
+        drives: Arc<[String]>,
+        /// Give up at this time.
+        deadline: Instant,
+    },
+    /// The lock's mode on `drives` (held or not by us).
+    Mode {
+        /// The drives to ask.
+        drives: Arc<[String]>,
+        /// Give up at this time.
+        deadline: Instant,
+    },
+}
+
+/// A message to a reactor.
+pub enum Msg {
+    /// One lock operation.
+    Op {
+        /// The lockspace it belongs to.
+        ls: LockspaceId,
+        /// The lock.
+        lock: LockId,
+        /// What to do.
+        req: OpRequest,
+        /// Where the result goes.
+        done: Completer<OpResult>,
+    },
+    /// A lockspace now exists (its shared state for renewal and fencing).
+    AddLockspace(Arc<LockspaceShared>),
+    /// A lockspace is going away: release (or just forget) its locks here.
+    DropLockspace {
+        /// Which.
+        ls: LockspaceId,
+        /// Release its locks on the drives (`false`: forget them, leaving the
+        /// drives to expire them, as `ilm_disconnect` does).
+        release: bool,
+        /// Completed once every lock of the lockspace here is gone.
+        done: Completer<()>,
+    },
+    /// Ask for this reactor's statistics.
+    Stats(Completer<Option<ReactorStats>>),
+    /// Finish: release nothing, stop the thread once in-flight commands are reaped.
+    Stop,
+}

@@ -1,0 +1,85 @@
+//! What a reactor counts: per-operation latency histograms and counters.
+
+use hdrhistogram::Histogram;
+
+use super::drives::DriveHealth;
+use super::op::OpKind;
+
+/// One reactor's statistics, merged by the engine into [`crate::api::EngineStats`].
+#[derive(Clone, Debug)]
+pub struct ReactorStats {
+    /// Latency (ns, from request to outcome) per operation kind, indexed by
+    /// [`OpKind::index`].
+    pub latency: Vec<Histogram<u64>>,
+    /// Failed operations per kind.
+    pub errors: Vec<u64>,
+    /// Drive commands sent.
+    pub commands: u64,
+    /// Drive commands answered (including timeouts and errors).
+    pub replies: u64,
+    /// Renewals that reached a majority.
+    pub renewals: u64,
+    /// Renewals that did not.
+    pub renew_failures: u64,
+    /// Lockspaces fenced by this reactor.
+    pub fences: u64,
+    /// Loop turns (one `io_uring_enter` each).
+    pub turns: u64,
+    /// Drives this reactor opened: name and health.
+    pub drives: Vec<(String, DriveHealth)>,
+}
+
+impl ReactorStats {
+    /// Empty statistics.
+    pub fn new() -> ReactorStats {
+        // 1 ns .. 1 h at 3 significant digits: constant, valid bounds.
+        let h = || {
+            Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("constant histogram bounds are valid")
+        };
+        ReactorStats {
+            latency: OpKind::ALL.iter().map(|_| h()).collect(),
+            errors: vec![0; OpKind::ALL.len()],
+            commands: 0,
+            replies: 0,
+            renewals: 0,
+            renew_failures: 0,
+            fences: 0,
+            turns: 0,
+            drives: Vec::new(),
+        }
+    }
+
+    /// Records one finished operation.
+    pub fn record(&mut self, kind: OpKind, nanos: u64, ok: bool) {
+        if let Some(h) = self.latency.get_mut(kind.index()) {
+            h.saturating_record(nanos.max(1));
+        }
+        if !ok {
+            self.errors[kind.index()] += 1;
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &ReactorStats) {
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            let _ = a.add(b);
+        }
+        for (a, b) in self.errors.iter_mut().zip(&other.errors) {
+            *a += b;
+        }
+        self.commands += other.commands;
+        self.replies += other.replies;
+        self.renewals += other.renewals;
+        self.renew_failures += other.renew_failures;
+        self.fences += other.fences;
+        self.turns += other.turns;
+        self.drives.extend(other.drives.iter().cloned());
+    }
+}
+
+impl Default for ReactorStats {
+    fn default() -> Self {
+        ReactorStats::new()
+    }
+}
