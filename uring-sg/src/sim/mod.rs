@@ -16,6 +16,18 @@
 //! reply is sent after the drive's latency sample. A stalled drive executes held
 //! commands when the stall ends. Replies go out in completion order.
 //!
+//! **Control requests** are JSON in CONTROL frames, tagged by `op`; answers are
+//! JSON in CONTROL_OK frames tagged by `result` (or an ERROR frame). Examples:
+//!
+//! ```text
+//! {"op":"list_drives"}                                  -> {"result":"drives","drives":[...]}
+//! {"op":"fault","drive":"sim0","fault":"stall","ms":250} -> {"result":"ok"}
+//! {"op":"fault","drive":"sim1","fault":"cut","client":"host-b"}
+//! {"op":"set_latency","drive":"sim0","latency":{"fixed":{"us":100}}}
+//! {"op":"dump_table","drive":"sim0"}                    -> {"result":"table","records":[...]}
+//! {"op":"stats"}                                        -> {"result":"stats","commands":..,"cpu_ns":..}
+//! ```
+//!
 //! **Table dump** (control) returns the firmware's snapshot: the records a
 //! host's table read would return at that drive time.
 
@@ -443,6 +455,58 @@ impl Drop for SimHandle {
     fn drop(&mut self) {
         if let Err(e) = self.stop_inner() {
             tracing::warn!(error = %e, "simulator stopped with an error");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_json_is_as_documented() {
+        let r: ControlRequest =
+            serde_json::from_str(r#"{"op":"fault","drive":"sim0","fault":"stall","ms":250}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            ControlRequest::Fault {
+                drive: "sim0".into(),
+                fault: FaultCmd::Stall { ms: 250 }
+            }
+        );
+        let r: ControlRequest = serde_json::from_str(
+            r#"{"op":"set_latency","drive":"sim0","latency":{"fixed":{"us":100}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            ControlRequest::SetLatency {
+                drive: "sim0".into(),
+                latency: Latency::Fixed { us: 100 }
+            }
+        );
+        let s = serde_json::to_string(&ControlResponse::Ok).unwrap();
+        assert_eq!(s, r#"{"result":"ok"}"#);
+        assert!(serde_json::to_string(&ControlResponse::Stats(SimStats {
+            commands: 1,
+            replies: 1,
+            connections: 1,
+            cpu_ns: 5
+        }))
+        .unwrap()
+        .starts_with(r#"{"result":"stats","commands":1"#));
+    }
+
+    #[test]
+    fn listen_addrs_parse_and_print() {
+        let u: ListenAddr = "unix:/tmp/x.sock".parse().unwrap();
+        assert_eq!(u, ListenAddr::Unix("/tmp/x.sock".into()));
+        assert_eq!(u.to_string(), "unix:/tmp/x.sock");
+        let t: ListenAddr = "tcp:127.0.0.1:0".parse().unwrap();
+        assert_eq!(t.to_string(), "tcp:127.0.0.1:0");
+        for bad in ["", "unix:", "tcp:nohost", "udp:1.2.3.4:5", "/tmp/x"] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
         }
     }
 }
