@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod common;
+mod demo;
 mod dump;
 mod fault;
 mod sim;
@@ -26,6 +27,8 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// Run the engine on in-process simulated drives and show what it does.
+    Demo(demo::Args),
     /// Run an IDM drive simulator until SIGINT/SIGTERM.
     Sim(sim::Args),
     /// Inject or heal a fault on a simulated drive.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .init();
     match Cli::parse().command {
+        Command::Demo(a) => demo::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),
