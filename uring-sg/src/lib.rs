@@ -16,9 +16,11 @@
 //!
 //! See `../shared/IDM.md` §3–§6 for the reference this follows.
 
+pub mod caps;
 pub mod codec;
 pub mod driver;
 pub mod firmware;
+pub mod sys;
 pub mod transport;
 
 pub use codec::*;

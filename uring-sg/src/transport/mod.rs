@@ -19,6 +19,11 @@
 //! its hot path (record buffers are reused); read commands return their data in a
 //! `Vec` (reads are not on the hot path).
 
+pub mod bsg;
+pub mod nvme;
+mod pool;
+pub mod sg;
+
 use std::time::Instant;
 
 use io_uring::squeue;
