@@ -18,6 +18,7 @@
 
 pub mod caps;
 pub mod codec;
+pub mod discovery;
 pub mod driver;
 pub mod firmware;
 pub mod sys;
