@@ -1,12 +1,28 @@
 //! `idm`: the command line of idm-engine.
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod doctor;
 
 /// The idm-engine command line.
 #[derive(Parser)]
 #[command(name = "idm", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+/// The subcommands; each lives in its own module with `Args` and `run`.
+#[derive(Subcommand)]
+enum Command {
+    /// Check what this machine offers: kernel, io_uring, transports, drives.
+    Doctor(doctor::Args),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Doctor(args) => doctor::run(args),
+    }
 }
