@@ -13,6 +13,8 @@ guest_run=${GUEST_RUN:-/work/shared/tools/guest-run}
 bin=$(cargo test -p uring-sg --test guest_devices --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*guest_devices[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "guest-test: could not build the guest_devices test binary" >&2; exit 2; }
+cargo build -q -p idm-tools
+idm=target/debug/idm
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -25,14 +27,15 @@ export IDM_TEST_SG=/dev/sg0
 export IDM_TEST_NVME=/dev/nvme0
 for b in /dev/bsg/*; do [ -e "$b" ] && { export IDM_TEST_BSG="$b"; break; }; done
 echo "guest: kernel $(uname -r); sg=$IDM_TEST_SG nvme=$IDM_TEST_NVME bsg=${IDM_TEST_BSG:-none}"
+/root/idm doctor || { echo "guest: idm doctor failed"; exit 1; }
 exec /root/guest_devices --test-threads=1 --nocapture "$@"
 WRAP
 chmod +x "$work/run-guest-tests"
 
-files=(--file "$bin:/root/guest_devices")
+files=(--file "$bin:/root/guest_devices" --file "$idm:/root/idm")
 while read -r lib; do
   files+=(--file "$(readlink -f "$lib"):$lib")
-done < <(ldd "$bin" | awk '/=> \//{print $3} /^[ \t]*\/lib64\//{print $1}')
+done < <(ldd "$bin" "$idm" | awk '/=> \//{print $3} /^[ \t]*\/lib64\//{print $1}' | sort -u)
 
 set +e
 "$guest_run" --scsi-debug --nvme "${files[@]}" -- "$work/run-guest-tests" "$@"
