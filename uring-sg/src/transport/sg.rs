@@ -7,14 +7,16 @@
 //! - the node is opened `O_RDWR | O_NONBLOCK` several times ([`SgTransport::open`]
 //!   takes the count): the sg driver queues at most [`SG_MAX_QUEUE`] commands per
 //!   open file, so commands are spread round-robin over the files, 16 slots each;
-//! - a command is one io_uring `WRITE` of its 88-byte `sg_io_hdr` (queue at tail,
-//!   `pack_id` = slot index);
+//! - commands are submitted by writing their 88-byte `sg_io_hdr`s (queue at tail,
+//!   `pack_id` = slot index): one io_uring `WRITEV` per file and loop turn carries
+//!   every header queued for that file, one iovec each (the driver takes one
+//!   header per iovec; a short count means the rest were refused);
 //! - one multishot `POLL_ADD(POLLIN)` per file says replies are ready;
 //! - replies are reaped with one `READV` with one 88-byte iovec per possible
 //!   reply (a plain `READ` of several headers fills only the first), matched to
 //!   their slot by `pack_id`;
 //! - every header, CDB, sense and data buffer lives in a slot allocated once and
-//!   reused; a slot is free again only when both its `WRITE` completion and its
+//!   reused; a slot is free again only when both its `WRITEV` completion and its
 //!   reply have come back, so the kernel never sees a reused buffer.
 //!
 //! A command whose deadline passes is reported as [`DriveError::Timeout`] at once;
@@ -52,15 +54,20 @@ const KIND_POLL: u64 = 2;
 const KIND_READ: u64 = 3;
 /// `DID_TIME_OUT` host status.
 const DID_TIME_OUT: u16 = 0x03;
+/// An empty iovec.
+const NULL_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
 
 /// Where a slot's command is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum SlotState {
     /// Unused.
     Free,
-    /// Accepted; its `WRITE` is not pushed yet.
+    /// Accepted; its header is not pushed yet.
     Queued,
-    /// `WRITE` pushed. `written`: its completion came back; `replied`: the reply
+    /// Header pushed in a `WRITEV`. `written`: its completion came back; `replied`: the reply
     /// was reaped; `abandoned`: the caller was already told (timeout).
     Sent {
         written: bool,
@@ -92,6 +99,11 @@ struct SgFile {
     replies: Box<[SgIoHdr; SG_MAX_QUEUE]>,
     iovecs: Box<[libc::iovec; SG_MAX_QUEUE]>,
     free: Vec<u32>,
+    /// Slots accepted for this file whose headers are not pushed yet.
+    queued: VecDeque<u32>,
+    /// The `WRITEV` in flight: its iovecs and the slots they carry.
+    write_iovecs: Box<[libc::iovec; SG_MAX_QUEUE]>,
+    writing: Vec<u32>,
 }
 
 /// IDM commands to one sg node over io_uring. See the module docs.
@@ -99,7 +111,6 @@ pub struct SgTransport {
     name: String,
     files: Vec<SgFile>,
     slots: Box<[Slot]>,
-    queued: VecDeque<u32>,
     next_file: usize,
     in_flight: usize,
 }
@@ -146,7 +157,6 @@ impl SgTransport {
             name,
             files: Vec::with_capacity(n),
             slots,
-            queued: VecDeque::new(),
             next_file: 0,
             in_flight: 0,
         };
@@ -158,12 +168,10 @@ impl SgTransport {
                 read_in_flight: false,
                 read_wanted: false,
                 replies: Box::new([SgIoHdr::default(); SG_MAX_QUEUE]),
-                iovecs: Box::new(
-                    [libc::iovec {
-                        iov_base: std::ptr::null_mut(),
-                        iov_len: 0,
-                    }; SG_MAX_QUEUE],
-                ),
+                iovecs: Box::new([NULL_IOVEC; SG_MAX_QUEUE]),
+                queued: VecDeque::with_capacity(SG_MAX_QUEUE),
+                write_iovecs: Box::new([NULL_IOVEC; SG_MAX_QUEUE]),
+                writing: Vec::with_capacity(SG_MAX_QUEUE),
                 // Popped from the back: lowest slot first.
                 free: (0..SG_MAX_QUEUE as u32)
                     .rev()
@@ -198,7 +206,41 @@ impl SgTransport {
         }
     }
 
-    fn on_write(&mut self, slot: u32, res: i32, done: &mut dyn FnMut(Completion)) {
+    /// The `WRITEV` of `file` completed: the first `res / 88` headers were taken;
+    /// the rest (all of them if `res` is an errno) were refused.
+    fn on_write(&mut self, file: usize, res: i32, done: &mut dyn FnMut(Completion)) {
+        let Some(f) = self.files.get_mut(file) else {
+            return;
+        };
+        let writing = std::mem::take(&mut f.writing);
+        let taken = if res < 0 {
+            0
+        } else {
+            res as usize / SG_IO_HDR_LEN
+        };
+        let errno = if res < 0 {
+            -res
+        } else {
+            crate::codec::answer::libc_errno::EIO
+        };
+        for (k, &slot) in writing.iter().enumerate() {
+            self.on_header_written(slot, k < taken, errno, done);
+        }
+        // Keep the allocation for the next batch.
+        let mut writing = writing;
+        writing.clear();
+        if let Some(f) = self.files.get_mut(file) {
+            f.writing = writing;
+        }
+    }
+
+    fn on_header_written(
+        &mut self,
+        slot: u32,
+        taken: bool,
+        errno: i32,
+        done: &mut dyn FnMut(Completion),
+    ) {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return;
         };
@@ -208,14 +250,14 @@ impl SgTransport {
         else {
             return;
         };
-        if res < 0 {
+        if !taken {
             // The driver did not take the command: nothing of it stays in the kernel.
             let tag = s.tag;
             if !abandoned {
                 self.in_flight -= 1;
                 done(Completion {
                     tag,
-                    reply: Reply::err(DriveError::Io(-res)),
+                    reply: Reply::err(DriveError::Io(errno)),
                 });
             }
             self.release(slot);
@@ -416,7 +458,7 @@ impl Transport for SgTransport {
         s.kind = req.kind();
         s.deadline = deadline;
         s.state = SlotState::Queued;
-        self.queued.push_back(slot);
+        self.files[fi].queued.push_back(slot);
         self.in_flight += 1;
         Ok(())
     }
@@ -454,38 +496,50 @@ impl Transport for SgTransport {
                 f.read_wanted = false;
             }
         }
-        while let Some(&slot) = self.queued.front() {
-            let s = &mut self.slots[slot as usize];
-            let Some(f) = self.files.get(Self::file_of(slot)) else {
-                self.queued.pop_front();
+        for (i, f) in self.files.iter_mut().enumerate() {
+            if f.dead || f.queued.is_empty() || !f.writing.is_empty() {
                 continue;
-            };
-            let e = opcode::Write::new(
+            }
+            for (k, &slot) in f.queued.iter().enumerate().take(SG_MAX_QUEUE) {
+                f.write_iovecs[k] = libc::iovec {
+                    iov_base: (&mut self.slots[slot as usize].hdr as *mut SgIoHdr).cast(),
+                    iov_len: SG_IO_HDR_LEN,
+                };
+            }
+            let n = f.queued.len().min(SG_MAX_QUEUE);
+            let e = opcode::Writev::new(
                 types::Fd(f.file.as_raw_fd()),
-                (&s.hdr as *const SgIoHdr).cast(),
-                SG_IO_HDR_LEN as u32,
+                f.write_iovecs.as_ptr(),
+                n as u32,
             )
             .build()
-            .user_data(sink.token((KIND_WRITE << 32) | slot as u64));
-            // SAFETY: the header, and the CDB, sense and data buffers it points
-            // at, live in this slot, which is not reused (nor its data resized)
+            .user_data(sink.token((KIND_WRITE << 32) | i as u64));
+            // SAFETY: the iovecs are boxed in this file's entry and not rewritten
+            // until this entry completes (`writing` is non-empty until then); the
+            // headers they point at, and the CDB, sense and data buffers those
+            // point at, live in slots that are not reused (nor their data resized)
             // until both this write's completion and the command's reply are in.
             if !unsafe { sink.push(&e) } {
                 return;
             }
-            s.state = SlotState::Sent {
-                written: false,
-                replied: false,
-                abandoned: false,
-            };
-            self.queued.pop_front();
+            for _ in 0..n {
+                let Some(slot) = f.queued.pop_front() else {
+                    break;
+                };
+                self.slots[slot as usize].state = SlotState::Sent {
+                    written: false,
+                    replied: false,
+                    abandoned: false,
+                };
+                f.writing.push(slot);
+            }
         }
     }
 
     fn on_cqe(&mut self, local: u64, cqe: &Cqe, done: &mut dyn FnMut(Completion)) {
         let index = (local & 0xFFFF_FFFF) as usize;
         match local >> 32 {
-            KIND_WRITE => self.on_write(index as u32, cqe.res, done),
+            KIND_WRITE => self.on_write(index, cqe.res, done),
             KIND_READ => self.on_read(index, cqe.res, done),
             KIND_POLL => {
                 let Some(f) = self.files.get_mut(index) else {
@@ -515,7 +569,9 @@ impl Transport for SgTransport {
             match s.state {
                 SlotState::Queued => {
                     let tag = s.tag;
-                    self.queued.retain(|&q| q as usize != i);
+                    if let Some(f) = self.files.get_mut(Self::file_of(i as u32)) {
+                        f.queued.retain(|&q| q as usize != i);
+                    }
                     self.in_flight -= 1;
                     self.release(i as u32);
                     done(Completion {
@@ -568,8 +624,9 @@ impl Transport for SgTransport {
     }
 }
 
-/// Runs `req` synchronously on an sg node (or any SG_IO-capable block or bsg
-/// node) with the SG_IO ioctl: the path for one-off command-line use.
+/// Runs `req` synchronously with the SG_IO ioctl (v3 header) on an sg node (a
+/// SCSI disk's block node takes it too; bsg nodes want the v4 header and do
+/// not): the path for one-off command-line use. Blocks the calling thread.
 pub fn sg_io(fd: BorrowedFd<'_>, req: &Request, timeout: Duration) -> Reply {
     let mut hdr = SgIoHdr::default();
     let mut cdb = [0u8; 16];
