@@ -265,4 +265,67 @@ mod tests {
             .unwrap();
         assert!(matches!(r.result, Err(DriveError::Io(_))), "{r:?}");
     }
+
+    struct Recorder(Vec<(u32, u64)>);
+
+    impl SqSink for Recorder {
+        fn token(&self, local: u64) -> u64 {
+            local
+        }
+        unsafe fn push(&mut self, _: &io_uring::squeue::Entry) -> bool {
+            false
+        }
+        unsafe fn push128(&mut self, e: &io_uring::squeue::Entry128) -> bool {
+            self.0.push((e.get_opcode(), e.get_user_data()));
+            true
+        }
+        fn supports_sqe128(&self) -> bool {
+            true
+        }
+    }
+
+    /// One URING_CMD entry per command; a completion goes back to its tag, and
+    /// the slot is free again after it.
+    #[test]
+    fn one_uring_cmd_per_command_and_completions_by_slot() {
+        let mut t = NvmeTransport {
+            name: "rec".into(),
+            file: File::open("/dev/null").unwrap(),
+            pool: Pool::new(2, RECORD_LEN),
+        };
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        t.enqueue(10, &Request::ReadCount, later).unwrap();
+        t.enqueue(11, &Request::ReadTable { records: 2 }, later)
+            .unwrap();
+        assert_eq!(
+            t.enqueue(12, &Request::ReadCount, later),
+            Err(EnqueueError::Full)
+        );
+        let mut r = Recorder(Vec::new());
+        t.prepare(&mut r);
+        assert_eq!(r.0.len(), 2);
+        assert!(r.0.iter().all(|e| e.0 == opcode::UringCmd80::CODE as u32));
+        let mut done = Vec::new();
+        t.on_cqe(
+            r.0[1].1,
+            &Cqe {
+                res: 0,
+                ..Cqe::default()
+            },
+            &mut |c| done.push(c),
+        );
+        t.on_cqe(
+            r.0[0].1,
+            &Cqe {
+                res: 0x4001,
+                ..Cqe::default()
+            },
+            &mut |c| done.push(c),
+        );
+        assert_eq!((done[0].tag, done[0].reply.data.len()), (11, 1024));
+        assert_eq!(done[1].tag, 10);
+        assert_eq!(done[1].reply.result, Err(DriveError::InvalidOpcode));
+        assert_eq!(t.in_flight(), 0);
+        t.enqueue(12, &Request::ReadCount, later).unwrap();
+    }
 }

@@ -834,4 +834,80 @@ mod tests {
             Err(EnqueueError::Full)
         );
     }
+
+    /// Records what a transport pushes, without a ring.
+    struct Recorder(Vec<(u8, u64)>);
+
+    impl SqSink for Recorder {
+        fn token(&self, local: u64) -> u64 {
+            local
+        }
+        unsafe fn push(&mut self, e: &io_uring::squeue::Entry) -> bool {
+            self.0.push((e.get_opcode() as u8, e.get_user_data()));
+            true
+        }
+    }
+
+    /// One turn: a multishot poll per file, and one WRITEV per file carrying every
+    /// header queued for it (never one entry per command).
+    #[test]
+    fn one_writev_per_file_per_turn() {
+        let f = |_| File::open("/dev/null").unwrap();
+        let mut t = SgTransport::from_files("rec".into(), (0..3).map(f).collect());
+        let later = Instant::now() + Duration::from_secs(60);
+        for tag in 0..40 {
+            t.enqueue(tag, &Request::ReadCount, later).unwrap();
+        }
+        let mut r = Recorder(Vec::new());
+        t.prepare(&mut r);
+        let polls = r.0.iter().filter(|e| e.0 == opcode::PollAdd::CODE).count();
+        let writes: Vec<u64> =
+            r.0.iter()
+                .filter(|e| e.0 == opcode::Writev::CODE)
+                .map(|e| e.1)
+                .collect();
+        assert_eq!(polls, 3);
+        assert_eq!(writes.len(), 3);
+        assert_eq!(r.0.len(), 6);
+        // Nothing more until those complete; then 14 + 14 + 12 headers were taken.
+        r.0.clear();
+        t.prepare(&mut r);
+        assert!(r.0.is_empty());
+        let mut done = Vec::new();
+        for (w, n) in writes.iter().zip([14, 13, 13]) {
+            let cqe = Cqe {
+                res: n * SG_IO_HDR_LEN as i32,
+                ..Cqe::default()
+            };
+            t.on_cqe(*w, &cqe, &mut |c| done.push(c));
+        }
+        assert!(done.is_empty());
+        assert_eq!(t.in_flight(), 40);
+        // A refused batch fails its commands with the errno and frees their slots.
+        for tag in 40..42 {
+            t.enqueue(tag, &Request::ReadCount, later).unwrap();
+        }
+        t.prepare(&mut r);
+        let ws: Vec<u64> =
+            r.0.iter()
+                .filter(|e| e.0 == opcode::Writev::CODE)
+                .map(|e| e.1)
+                .collect();
+        assert_eq!(ws.len(), 2, "the two commands went to two files");
+        for w in ws {
+            t.on_cqe(
+                w,
+                &Cqe {
+                    res: -16,
+                    ..Cqe::default()
+                },
+                &mut |c| done.push(c),
+            );
+        }
+        assert_eq!(done.len(), 2);
+        assert!(done
+            .iter()
+            .all(|c| c.reply.result == Err(DriveError::Io(16))));
+        assert_eq!(t.in_flight(), 40);
+    }
 }
