@@ -103,8 +103,13 @@ impl Default for SgIoHdr {
     }
 }
 
-// The SG_IO ioctl: `_IO`-style number 0x2285 taking a `struct sg_io_hdr *`.
-nix::ioctl_readwrite_bad!(sg_io_raw, 0x2285, SgIoHdr);
+nix::ioctl_readwrite_bad!(
+    /// The raw SG_IO ioctl (number 0x2285, a `struct sg_io_hdr *` argument);
+    /// use [`sg_io`].
+    sg_io_raw,
+    0x2285,
+    SgIoHdr
+);
 
 /// Runs one command synchronously with the SG_IO ioctl; the outcome is written
 /// into `hdr`.
