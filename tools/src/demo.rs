@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idm_engine::api::{
-    Engine, EngineError, LockOptions, Lockspace, LockspaceConfig, SimArray,
-};
+use idm_engine::api::{Engine, EngineError, LockOptions, Lockspace, LockspaceConfig, SimArray};
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
 /// Options of `idm demo`.
@@ -98,7 +96,10 @@ fn demo(args: &Args) -> Result<(), EngineError> {
     let lv = lock_id("demo/lv0");
     let t = Instant::now();
     a.lock(lv, Mode::Exclusive, &drives, no_wait)?;
-    println!("   host 0 locks demo/lv0 EX on {n} drives: granted in {}", us(t.elapsed()));
+    println!(
+        "   host 0 locks demo/lv0 EX on {n} drives: granted in {}",
+        us(t.elapsed())
+    );
     match b.lock(lv, Mode::Exclusive, &drives, no_wait) {
         Err(e) => println!("   host 1 tries EX, no wait: {e} (errno {})", e.errno()),
         Ok(()) => return Err(EngineError::InvalidArgument("two exclusive holders".into())),
@@ -134,7 +135,10 @@ fn demo(args: &Args) -> Result<(), EngineError> {
     }
     a.unlock(lock_id("demo/lv1"))?;
 
-    println!("\n4. contention: {} hosts race for one lock, {} rounds each", args.hosts, args.rounds);
+    println!(
+        "\n4. contention: {} hosts race for one lock, {} rounds each",
+        args.hosts, args.rounds
+    );
     let holders = Arc::new(AtomicU64::new(0));
     let violated = Arc::new(AtomicBool::new(false));
     let hot = lock_id("demo/hot");
@@ -170,10 +174,17 @@ fn demo(args: &Args) -> Result<(), EngineError> {
     println!(
         "   {total} hand-offs in {:.2} s, wins per host {wins:?}, two holders at once: {}",
         t.elapsed().as_secs_f64(),
-        if violated.load(Ordering::SeqCst) { "YES (bug)" } else { "never" }
+        if violated.load(Ordering::SeqCst) {
+            "YES (bug)"
+        } else {
+            "never"
+        }
     );
 
-    println!("\n5. throughput: {} distinct locks, lock+unlock, all submitted at once", args.locks);
+    println!(
+        "\n5. throughput: {} distinct locks, lock+unlock, all submitted at once",
+        args.locks
+    );
     let t = Instant::now();
     let pending: Vec<_> = (0..args.locks)
         .map(|i| {

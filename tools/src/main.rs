@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod common;
 mod demo;
+mod doctor;
 mod dump;
 mod fault;
 mod sim;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the engine on in-process simulated drives and show what it does.
     Demo(demo::Args),
+    /// Check what this machine offers: kernel, io_uring, transports, drives.
+    Doctor(doctor::Args),
     /// Run an IDM drive simulator until SIGINT/SIGTERM.
     Sim(sim::Args),
     /// Inject or heal a fault on a simulated drive.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Demo(a) => demo::run(a),
+        Command::Doctor(a) => doctor::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),

@@ -18,10 +18,13 @@
 //!
 //! See `../shared/IDM.md` §3–§6 for the reference this follows.
 
+pub mod caps;
 pub mod codec;
+pub mod discovery;
 pub mod driver;
 pub mod firmware;
 pub mod sim;
+pub mod sys;
 pub mod transport;
 
 pub use codec::*;
