@@ -20,6 +20,7 @@ mod config;
 mod engine;
 mod error;
 mod lockspace;
+mod remote;
 mod simulated;
 mod stats;
 
@@ -29,5 +30,6 @@ pub use config::{
 pub use engine::Engine;
 pub use error::EngineError;
 pub use lockspace::{Lockspace, LockspaceShared, OpFuture};
+pub use remote::SimServerOpener;
 pub use simulated::SimArray;
 pub use stats::{EngineStats, OpSummary};
