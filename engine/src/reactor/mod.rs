@@ -101,6 +101,10 @@ struct LockEntry {
     op_gen: u64,
     /// Generation of the renewal and fencing timers.
     lease_gen: u64,
+    /// How much earlier than the cadence this lock renews: a per-lock phase in
+    /// `[0, renew_every / 2]`, so locks acquired in one burst do not renew in one
+    /// burst forever after (each renews every `renew_every - renew_early`).
+    renew_early: Nanos,
     /// A renewal is due and waits for the running operation.
     renew_due: bool,
     /// Held by this host (after a successful acquire, until release).
@@ -380,6 +384,7 @@ impl Reactor {
             .ok_or_else(|| EngineError::InvalidArgument("unknown lockspace".into()))?;
         let host_id = lse.shared.host_id;
         let countdown_ms = lse.shared.lease_ms;
+        let lse_renew_every = lse.policy.renew_every;
         let mut drives = Vec::with_capacity(names.len());
         for name in names {
             let driver = &mut self.driver;
@@ -399,6 +404,7 @@ impl Reactor {
         };
         self.next_incarnation += 1;
         let seed = self.rng.next_u64();
+        let renew_early = Nanos(self.rng.range(0, lse_renew_every.0 / 2));
         Ok(self.locks.insert(LockEntry {
             ls,
             id: lock,
@@ -409,6 +415,7 @@ impl Reactor {
             queue: VecDeque::new(),
             op_gen: 0,
             lease_gen: 0,
+            renew_early,
             renew_due: false,
             held: false,
             claimed: false,
@@ -692,7 +699,7 @@ impl Reactor {
             generation: e.lease_gen,
         });
         self.timers.arm(Timer {
-            at: lse.policy.next_renewal(&e.state),
+            at: lse.policy.next_renewal(&e.state) - e.renew_early,
             kind: TimerKind::Renew,
             lock: k,
             generation: e.lease_gen,
