@@ -3,17 +3,15 @@
 //! | `IDM_SIM` | drives |
 //! | --- | --- |
 //! | `mem:N` | an in-process array of `N` (1..=512) simulated drives `sim0`..`sim{N-1}`, one per engine: for tests and demos (two engines, e.g. two processes, do not share it) |
-//! | `unix:PATH`, `tcp:HOST:PORT` | the drives of an `idm sim` server, looked up by name when a reactor first uses them |
-//! | unset or empty | real devices |
-//!
-//! **Real devices are not supported yet**: device discovery (block path → sg/bsg/ng
-//! node) is not in this build, so every lock on real drives fails with `ENODEV` and
-//! the log line "real drives not supported yet".
+//! | `unix:PATH`, `tcp:HOST:PORT` | the drives of an `idm sim` server, looked up by name when a reactor first uses them ([`SimServerOpener`]) |
+//! | unset or empty | real devices: a drive name is a device path as lvmlockd passes it (`/dev/sdX`, `/dev/mapper/*`, `/dev/disk/by-id/*`, `/dev/nvmeXnY`), resolved with every other path to the same drive ([`DeviceOpener`]) |
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use idm_engine::api::{DriveOpener, Engine, EngineConfig, EngineError, SimArray};
+use idm_engine::api::{
+    DeviceOpener, DriveOpener, Engine, EngineConfig, EngineError, SimArray, SimServerOpener,
+};
 use uring_sg::driver::Driver;
 use uring_sg::transport::{Request, Transport};
 
@@ -87,13 +85,13 @@ impl Drives {
                 (engine, array)
             }
             DriveSource::Sim(addr) => {
-                let opener: Arc<dyn DriveOpener> = Arc::new(SocketOpener::new(addr)?);
+                let opener: Arc<dyn DriveOpener> = Arc::new(SimServerOpener::parse(addr)?);
                 let mut cfg = EngineConfig::new(opener.clone());
                 tweak(&mut cfg);
                 (Engine::start(cfg)?, opener)
             }
             DriveSource::Real => {
-                let opener: Arc<dyn DriveOpener> = Arc::new(RealOpener);
+                let opener: Arc<dyn DriveOpener> = Arc::new(DeviceOpener::new());
                 let mut cfg = EngineConfig::new(opener.clone());
                 tweak(&mut cfg);
                 (Engine::start(cfg)?, opener)
@@ -107,14 +105,12 @@ impl Drives {
     }
 
     /// Refuses drive names this source can never open, before any work is queued:
-    /// `ENODEV` for real devices (not supported yet), `ENOENT` for a name outside an
-    /// in-process array. Socket simulators are asked when a reactor opens the drive.
+    /// `ENOENT` for a name outside an in-process array. Socket simulators and real
+    /// devices are asked when a reactor opens the drive (an unknown name is then
+    /// `ENOENT` from the engine).
     pub fn precheck(&self, name: &str) -> Result<(), i32> {
         match &self.source {
-            DriveSource::Real => {
-                tracing::error!(drive = name, "real drives not supported yet");
-                Err(errno::ENODEV)
-            }
+            DriveSource::Real => Ok(()),
             DriveSource::Mem(_) => {
                 if self.engine.simulated_drives().iter().any(|d| d == name) {
                     Ok(())
@@ -139,8 +135,9 @@ impl Drives {
                 e.errno()
             })?;
         let mut last = errno::EIO;
+        let big = self.opener.needs_sqe128();
         for path in paths {
-            match version_on(path, timeout) {
+            match version_on(path, big, timeout) {
                 Ok(v) => return Ok(v),
                 Err(e) => last = e,
             }
@@ -149,59 +146,30 @@ impl Drives {
     }
 }
 
-/// Runs one version INQUIRY on `path`.
-fn version_on(path: Box<dyn Transport>, timeout: Duration) -> Result<(u8, u8), i32> {
-    let mut driver: Driver = Driver::new(8).map_err(|e| {
+/// Runs one version INQUIRY on `path`, on a ring with 128-byte entries if `big`.
+fn version_on(path: Box<dyn Transport>, big: bool, timeout: Duration) -> Result<(u8, u8), i32> {
+    let ring_err = |e: std::io::Error| {
         tracing::error!(error = %e, "io_uring setup for a version query failed");
         errno::EIO
+    };
+    let reply = if big {
+        let mut driver = Driver::new_big(8).map_err(ring_err)?;
+        let index = driver.add(path);
+        driver.call(index, &Request::Version, timeout)
+    } else {
+        let mut driver = Driver::new(8).map_err(ring_err)?;
+        let index = driver.add(path);
+        driver.call(index, &Request::Version, timeout)
+    }
+    .map_err(|e| {
+        tracing::warn!(error = %e, "version query failed");
+        errno::EIO
     })?;
-    let index = driver.add(path);
-    let reply = driver
-        .call(index, &Request::Version, timeout)
-        .map_err(|e| {
-            tracing::warn!(error = %e, "version query failed");
-            errno::EIO
-        })?;
     reply.result.map_err(|e| e.errno())?;
     uring_sg::decode_version_page(&reply.data).map_err(|e| {
         tracing::warn!(error = %e, "bad version page");
         errno::EIO
     })
-}
-
-/// Real devices: not supported yet (see the module docs).
-struct RealOpener;
-
-impl DriveOpener for RealOpener {
-    fn open(&self, name: &str, _client: &str) -> Result<Vec<Box<dyn Transport>>, EngineError> {
-        tracing::error!(drive = name, "real drives not supported yet");
-        Err(EngineError::Drive {
-            drive: name.to_string(),
-            reason: "real drives not supported yet".to_string(),
-        })
-    }
-}
-
-/// The drives of an `idm sim` server.
-struct SocketOpener {
-    addr: String,
-}
-
-impl SocketOpener {
-    fn new(addr: &str) -> Result<SocketOpener, EngineError> {
-        Err(EngineError::InvalidArgument(format!(
-            "IDM_SIM={addr}: the socket simulator is not in this build"
-        )))
-    }
-}
-
-impl DriveOpener for SocketOpener {
-    fn open(&self, name: &str, _client: &str) -> Result<Vec<Box<dyn Transport>>, EngineError> {
-        Err(EngineError::Drive {
-            drive: name.to_string(),
-            reason: format!("simulator {} not available", self.addr),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -236,8 +204,10 @@ mod tests {
     }
 
     #[test]
-    fn real_drives_are_refused_with_enodev() {
+    fn unknown_real_drives_are_refused() {
         let d = Drives::start(DriveSource::Real, |c| c.reactors = 1).unwrap();
-        assert_eq!(d.precheck("/dev/sda"), Err(errno::ENODEV));
+        assert!(d
+            .version("/nonexistent/idm-drive", Duration::from_secs(1))
+            .is_err());
     }
 }

@@ -17,8 +17,6 @@ pub(crate) mod errno {
     pub const ENOMEM: i32 = 12;
     /// Busy.
     pub const EBUSY: i32 = 16;
-    /// No such device.
-    pub const ENODEV: i32 = 19;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
     /// Argument list too long (a kill path too long).

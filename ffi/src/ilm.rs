@@ -10,8 +10,7 @@
 //! | `EINVAL` | NULL pointer, mode not EX/SH, `drive_num` 0 or > 512, NULL drive entry, LVB length not 8, negative or too short (< 300 ms) timeout, bad signal or fault percentage, bad `IDM_SIM` |
 //! | `EBADF` | unknown handle |
 //! | `EBUSY` | the lock is already held in this lockspace, or another host holds it; `ilm_set_host_id` while locks are held |
-//! | `ENOENT` | unlock / convert / LVB of a lock not held; an unknown drive; a mutex no drive knows (count, mode) |
-//! | `ENODEV` | real drives (not supported yet) |
+//! | `ENOENT` | unlock / convert / LVB of a lock not held; an unknown drive (or one that cannot be opened); a mutex no drive knows (count, mode) |
 //! | `EIO` | drive I/O errors took the majority away; a caught panic |
 //! | `ETIMEDOUT` | no majority before the deadline |
 //! | `ETIME` | the lockspace was fenced (its leases could not be renewed) |

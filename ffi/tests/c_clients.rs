@@ -137,3 +137,37 @@ fn ilm_every_function_and_error_path() {
     let exe = compile("ilm_basic", dir.path());
     run(&exe, dir.path(), &[], &[("IDM_SIM", "mem:3")]);
 }
+
+/// A simulator server on a Unix socket in `dir`, with drives sim0..sim2.
+fn sim_server(dir: &Path) -> (uring_sg::sim::SimHandle, String) {
+    let addr: uring_sg::sim::ListenAddr = format!("unix:{}", dir.join("sim.sock").display())
+        .parse()
+        .unwrap();
+    let h =
+        uring_sg::sim::SimHandle::start(uring_sg::sim::SimConfig::with_drives(3), &[addr]).unwrap();
+    let a = h.addrs()[0].to_string();
+    (h, a)
+}
+
+#[test]
+fn ilm_every_function_and_error_path_on_the_socket_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_basic", dir.path());
+    let (_sim, addr) = sim_server(dir.path());
+    run(&exe, dir.path(), &[], &[("IDM_SIM", &addr)]);
+}
+
+#[test]
+fn two_processes_contend_for_one_lock_on_the_socket_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_contend", dir.path());
+    let (_sim, addr) = sim_server(dir.path());
+    run(&exe, dir.path(), &["fork"], &[("IDM_SIM", &addr)]);
+}
+
+#[test]
+fn two_threads_contend_for_one_lock_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_contend", dir.path());
+    run(&exe, dir.path(), &["thread"], &[("IDM_SIM", "mem:3")]);
+}

@@ -1,12 +1,65 @@
 //! `idm`: the command line of idm-engine.
+//!
+//! One module per subcommand, each with its `Args` and a `run(args) -> ExitCode`.
+//! Logs go to stderr (`RUST_LOG` filters them, default `info`); results go to
+//! stdout.
 
-use clap::Parser;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod common;
+mod demo;
+mod doctor;
+mod dump;
+mod fault;
+mod lock;
+mod sim;
 
 /// The idm-engine command line.
 #[derive(Parser)]
 #[command(name = "idm", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+/// The subcommands.
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine on in-process simulated drives and show what it does.
+    Demo(demo::Args),
+    /// Check what this machine offers: kernel, io_uring, transports, drives.
+    Doctor(doctor::Args),
+    /// Take one lock through the engine, hold it, release it.
+    Lock(lock::Args),
+    /// Run an IDM drive simulator until SIGINT/SIGTERM.
+    Sim(sim::Args),
+    /// Inject or heal a fault on a simulated drive.
+    Fault(fault::Args),
+    /// Send one IDM command to a simulated drive and print the decoded answer.
+    Cmd(cmd::Args),
+    /// Print a simulated drive's mutex table.
+    Dump(dump::Args),
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    match Cli::parse().command {
+        Command::Demo(a) => demo::run(a),
+        Command::Doctor(a) => doctor::run(a),
+        Command::Lock(a) => lock::run(a),
+        Command::Sim(a) => sim::run(a),
+        Command::Fault(a) => fault::run(a),
+        Command::Cmd(a) => cmd::run(a),
+        Command::Dump(a) => dump::run(a),
+    }
 }

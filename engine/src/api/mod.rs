@@ -17,17 +17,21 @@
 //! ```
 
 mod config;
+mod devices;
 mod engine;
 mod error;
 mod lockspace;
+mod remote;
 mod simulated;
 mod stats;
 
 pub use config::{
     default_host_id, DriveOpener, EngineConfig, FenceAction, LockOptions, LockspaceConfig,
 };
+pub use devices::DeviceOpener;
 pub use engine::Engine;
 pub use error::EngineError;
 pub use lockspace::{Lockspace, LockspaceShared, OpFuture};
+pub use remote::SimServerOpener;
 pub use simulated::SimArray;
 pub use stats::{EngineStats, OpSummary};

@@ -22,6 +22,7 @@ pub mod drives;
 pub mod msg;
 pub mod op;
 pub mod ops;
+pub mod ring;
 pub mod stats;
 pub mod timers;
 pub mod wake;
@@ -33,7 +34,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{Receiver, TryRecvError};
 use slab::Slab;
-use uring_sg::driver::Driver;
 use uring_sg::transport::{Completion, EnqueueError, Reply, Request};
 use uring_sg::{DriveError, LockId};
 
@@ -45,6 +45,7 @@ use crate::time::Nanos;
 use drives::DriveRegistry;
 use msg::{LockspaceId, Msg, OpRequest, OpResult};
 use op::{DynOp, OpKind, OpOutput};
+use ring::Ring;
 use stats::ReactorStats;
 use timers::{Timer, TimerKind, Timers};
 use wake::{Wake, WakeSource, WAKE_TAG};
@@ -132,7 +133,7 @@ pub struct Reactor {
     cfg: ReactorConfig,
     rx: Receiver<Msg>,
     wake: Arc<Wake>,
-    driver: Driver,
+    driver: Ring,
     registry: DriveRegistry,
     locks: Slab<LockEntry>,
     index: HashMap<(LockspaceId, LockId), usize>,
@@ -157,7 +158,7 @@ impl Reactor {
     /// Builds a reactor (its ring and wake-up source); run it with [`Reactor::run`]
     /// on its own thread.
     pub fn new(cfg: ReactorConfig, rx: Receiver<Msg>, wake: Arc<Wake>) -> std::io::Result<Self> {
-        let mut driver = Driver::new(cfg.ring_entries)?;
+        let mut driver = Ring::new(cfg.ring_entries, cfg.opener.needs_sqe128())?;
         driver.add(Box::new(WakeSource::new(wake.clone())));
         let registry = DriveRegistry::new(cfg.opener.clone(), cfg.client.clone());
         Ok(Reactor {

@@ -19,7 +19,13 @@
 //! its hot path (record buffers are reused); read commands return their data in a
 //! `Vec` (reads are not on the hot path).
 
+pub mod bsg;
+pub mod deadlines;
 pub mod mem;
+pub mod nvme;
+mod pool;
+pub mod sg;
+pub mod sim;
 
 use std::time::Instant;
 

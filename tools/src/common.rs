@@ -1,0 +1,108 @@
+//! Helpers the subcommands share: the simulator address, a driver with one
+//! simulated drive, errno names, table printing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use uring_sg::codec::{DriveError, Record};
+use uring_sg::driver::Driver;
+use uring_sg::sim::server::table_entry;
+use uring_sg::sim::{ListenAddr, TableEntry};
+use uring_sg::transport::sim::SimTransport;
+use uring_sg::transport::Request;
+
+/// Default simulator address when neither `--sim`/`--listen` nor `IDM_SIM` is given.
+pub const DEFAULT_SIM: &str = "unix:/tmp/idm-sim.sock";
+
+/// Exit code of a usage, connection or protocol failure.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Prints a one-line error and returns the failure exit code.
+pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("idm: {msg}");
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// Parses a simulator address.
+pub fn parse_addr(s: &str) -> Result<ListenAddr, String> {
+    s.parse::<ListenAddr>().map_err(|e| e.to_string())
+}
+
+/// A driver running one simulated drive.
+pub fn open(sim: &str, client: &str, drive: &str) -> Result<(Driver, usize), String> {
+    let addr = parse_addr(sim)?;
+    let t = SimTransport::connect(&addr, client, drive)
+        .map_err(|e| format!("cannot reach drive `{drive}` at {addr}: {e}"))?;
+    let mut d = Driver::new(16).map_err(|e| format!("cannot set up io_uring: {e}"))?;
+    let i = d.add(Box::new(t));
+    Ok((d, i))
+}
+
+/// Reads the whole table of the drive (count, then that many records).
+pub fn read_table(d: &mut Driver, i: usize, timeout: Duration) -> Result<Vec<Record>, String> {
+    let r = d
+        .call(i, &Request::ReadCount, timeout)
+        .map_err(|e| e.to_string())?;
+    r.result.map_err(describe)?;
+    let n = uring_sg::codec::decode_table_count(&r.data).map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let r = d
+        .call(i, &Request::ReadTable { records: n as u32 }, timeout)
+        .map_err(|e| e.to_string())?;
+    r.result.map_err(describe)?;
+    Record::decode_table(&r.data).map_err(|e| format!("table does not decode: {e}"))
+}
+
+/// The symbolic name of a (positive) errno.
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        1 => "EPERM",
+        2 => "ENOENT",
+        5 => "EIO",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        16 => "EBUSY",
+        22 => "EINVAL",
+        62 => "ETIME",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        _ => "E?",
+    }
+}
+
+/// "busy (EBUSY)": a drive error with the errno it maps to.
+pub fn describe(e: DriveError) -> String {
+    format!("{e} ({})", errno_name(e.errno()))
+}
+
+/// The table as JSON entries.
+pub fn entries(recs: &[Record]) -> Vec<TableEntry> {
+    recs.iter().map(table_entry).collect()
+}
+
+/// Prints a table for people.
+pub fn print_table(recs: &[Record]) {
+    println!(
+        "{:<40} {:<24} {:<16} {:<5} {:>10} {:>20}",
+        "LOCK ID", "HOST ID", "STATE", "CLASS", "COUNTDOWN", "LVB"
+    );
+    for r in recs {
+        let class = match r.class as u8 {
+            0 => "EX",
+            1 => "PW",
+            _ => "SH",
+        };
+        println!(
+            "{:<40} {:<24} {:<16} {:<5} {:>10} {:>20}",
+            r.lock_id.to_string(),
+            r.host_id.to_string(),
+            r.state.to_string(),
+            class,
+            r.countdown_ms,
+            r.lvb.to_u64()
+        );
+    }
+    println!("{} record(s)", recs.len());
+}

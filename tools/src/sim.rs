@@ -1,0 +1,97 @@
+//! `idm sim`: run a drive simulator in the foreground.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use uring_sg::firmware::FirmwareConfig;
+use uring_sg::sim::{Latency, SimConfig, SimServer};
+
+use crate::common::{fail, parse_addr, DEFAULT_SIM};
+
+/// Arguments of `idm sim`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of drives named sim0..simN-1 (default 3 when no --drive is given).
+    #[arg(long)]
+    drives: Option<usize>,
+    /// A drive with this name (repeatable; added after the sim0.. drives).
+    #[arg(long = "drive", value_name = "NAME")]
+    names: Vec<String>,
+    /// Where to listen: unix:PATH or tcp:HOST:PORT (repeatable; default $IDM_SIM
+    /// or unix:/tmp/idm-sim.sock).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Reply latency of every drive: none, fixed:US, uniform:LO-HI, tail:MEDIAN_US,P99_US.
+    #[arg(long, default_value = "none")]
+    latency: Latency,
+    /// Seed of the latency and drop random numbers.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Records each drive's table holds.
+    #[arg(long, default_value_t = FirmwareConfig::default().capacity)]
+    capacity: usize,
+}
+
+/// Runs `idm sim`.
+pub fn run(a: Args) -> ExitCode {
+    let generated = a.drives.unwrap_or(if a.names.is_empty() { 3 } else { 0 });
+    let mut drives: Vec<String> = (0..generated).map(|i| format!("sim{i}")).collect();
+    drives.extend(a.names);
+    let listen = if a.listen.is_empty() {
+        vec![std::env::var("IDM_SIM").unwrap_or_else(|_| DEFAULT_SIM.to_string())]
+    } else {
+        a.listen
+    };
+    let mut addrs = Vec::new();
+    for l in &listen {
+        match parse_addr(l) {
+            Ok(x) => addrs.push(x),
+            Err(e) => return fail(e),
+        }
+    }
+    let cfg = SimConfig {
+        drives,
+        firmware: FirmwareConfig {
+            capacity: a.capacity,
+            ..FirmwareConfig::default()
+        },
+        latency: vec![a.latency],
+        seed: a.seed,
+    };
+    // Signals arrive through a signalfd the server's ring reads: block them first.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    if let Err(e) = mask.thread_block() {
+        return fail(format!("cannot block signals: {e}"));
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot create a signalfd: {e}")),
+    };
+    let mut server = match SimServer::bind(cfg.clone(), &addrs) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        for a in server.local_addrs() {
+            let _ = writeln!(out, "listening on {a}");
+        }
+        let _ = writeln!(out, "drives: {}", cfg.drives.join(" "));
+        let _ = out.flush();
+    }
+    tracing::info!(drives = cfg.drives.len(), latency = %a.latency, seed = a.seed, "simulator running");
+    let r = server.run_until(sfd.as_fd());
+    drop(server);
+    match r {
+        Ok(()) => {
+            tracing::info!("simulator stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,121 @@
+//! The built `idm` binary against a real `idm sim` process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const IDM: &str = env!("CARGO_BIN_EXE_idm");
+
+struct SimProc {
+    child: Child,
+}
+
+impl Drop for SimProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `idm sim` and waits until it prints its first address.
+fn start_sim(sock: &str) -> SimProc {
+    let mut child = Command::new(IDM)
+        .args(["sim", "--drives", "2", "--listen", sock])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("listening on {sock}"));
+    SimProc { child }
+}
+
+fn idm(args: &[&str]) -> Output {
+    Command::new(IDM).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn sim_cmd_dump_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idm.sock");
+    let sock = format!("unix:{}", path.display());
+    let mut sim = start_sim(&sock);
+
+    let lock = ["--lock", "vg1"];
+    let o = idm(&[
+        &["cmd", "--sim", &sock, "sim0", "trylock", "--host", "A"][..],
+        &lock,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(stdout(&o), "granted");
+
+    let o = idm(&[
+        &["cmd", "--sim", &sock, "sim0", "trylock", "--host", "B"][..],
+        &lock,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stdout(&o).ends_with("(EBUSY)"), "{o:?}");
+
+    // The same through IDM_SIM and --json.
+    let o = Command::new(IDM)
+        .env("IDM_SIM", &sock)
+        .args([
+            "cmd", "sim0", "trylock", "--host", "B", "--lock", "vg1", "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errno_name"], "EBUSY");
+
+    let o = idm(&["dump", "--sim", &sock, "sim0", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{v}");
+    assert_eq!(recs[0]["lock_id"], "vg1");
+    assert_eq!(recs[0]["host_id"], "A");
+    assert_eq!(recs[0]["state"], "locked");
+    assert_eq!(recs[0]["class"], 0);
+
+    let o = idm(&["dump", "--sim", &sock, "sim1"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(stdout(&o).ends_with("0 record(s)"), "{o:?}");
+
+    // A stopped drive: the command times out, a one-line error, exit 2.
+    let o = idm(&["fault", "--sim", &sock, "sim0", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = idm(&["cmd", "--sim", &sock, "sim0", "count", "--timeout", "100"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("timed out") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Unknown drive and unreachable simulator: clear errors, exit 2.
+    let o = idm(&["cmd", "--sim", &sock, "nope", "count"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no drive named `nope`"));
+    let missing = format!("unix:{}", dir.path().join("missing.sock").display());
+    assert_eq!(
+        idm(&["dump", "--sim", &missing, "sim0"]).status.code(),
+        Some(2)
+    );
+
+    // SIGTERM: clean exit, socket removed.
+    kill(Pid::from_raw(sim.child.id() as i32), Signal::SIGTERM).unwrap();
+    let st = sim.child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert!(!path.exists());
+}

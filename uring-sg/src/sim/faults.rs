@@ -1,0 +1,168 @@
+//! Per-drive fault state: what a simulated drive does with a command instead of
+//! (or besides) executing it.
+//!
+//! | fault | effect on commands received while it holds |
+//! | --- | --- |
+//! | `stop` | not executed, never answered (the client times out) |
+//! | `io_error` | not executed, answered with the transport-error status (client: `Io(EIO)`) |
+//! | `stall {ms}` | held, not executed; when the stall ends they are executed and answered |
+//! | `power_cycle` | one-shot: the firmware loses its table now |
+//! | `drop {percent}` | executed, but that share of replies (seeded) is never sent: a lost reply |
+//! | `cut {client}` | commands from the client that said this name in HELLO are not executed and never answered |
+//! | `resume` | ends `stop` and any stall |
+//! | `heal` | ends every fault above (`stop`, `io_error`, stall, drop, all cuts) |
+//!
+//! Precedence when several hold: cut, stop, stall, io_error, drop. A command
+//! released from a stall is judged again at release time.
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A fault command for one drive (the `fault` of a control request).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum FaultCmd {
+    /// Stop answering (and executing).
+    Stop,
+    /// End `stop` and any stall.
+    Resume,
+    /// Answer every command with an I/O error.
+    IoError,
+    /// Hold commands for `ms` milliseconds from now.
+    Stall {
+        /// Duration of the stall, ms.
+        ms: u64,
+    },
+    /// Lose the table now.
+    PowerCycle,
+    /// Drop this percentage (0..=100) of replies.
+    Drop {
+        /// Percentage of replies dropped.
+        percent: f64,
+    },
+    /// Cut the client with this HELLO name off this drive.
+    Cut {
+        /// The client's name.
+        client: String,
+    },
+    /// End every fault.
+    Heal,
+}
+
+/// What to do with one command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Execute and answer.
+    Execute,
+    /// Execute, send no reply.
+    ExecuteAndDrop,
+    /// Do not execute; answer with the transport-error status.
+    IoError,
+    /// Do not execute, do not answer.
+    Ignore,
+    /// Hold until the stall ends.
+    Hold,
+}
+
+/// The faults in force on one drive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultState {
+    /// `stop` in force.
+    pub stopped: bool,
+    /// `io_error` in force.
+    pub io_error: bool,
+    /// Drive time (ms) the current stall ends at.
+    pub stall_until_ms: Option<u64>,
+    /// Share of replies dropped, percent.
+    pub drop_percent: f64,
+    /// Clients cut off this drive.
+    pub cut: Vec<String>,
+}
+
+impl FaultState {
+    /// Applies a command at drive time `now_ms`; returns `true` when the caller must
+    /// power-cycle the firmware.
+    pub fn apply(&mut self, cmd: &FaultCmd, now_ms: u64) -> bool {
+        match cmd {
+            FaultCmd::Stop => self.stopped = true,
+            FaultCmd::Resume => {
+                self.stopped = false;
+                self.stall_until_ms = None;
+            }
+            FaultCmd::IoError => self.io_error = true,
+            FaultCmd::Stall { ms } => self.stall_until_ms = Some(now_ms.saturating_add(*ms)),
+            FaultCmd::PowerCycle => return true,
+            FaultCmd::Drop { percent } => self.drop_percent = percent.clamp(0.0, 100.0),
+            FaultCmd::Cut { client } => {
+                if !self.cut.contains(client) {
+                    self.cut.push(client.clone());
+                }
+            }
+            FaultCmd::Heal => *self = FaultState::default(),
+        }
+        false
+    }
+
+    /// Whether a stall is in force at `now_ms`.
+    pub fn stalled(&self, now_ms: u64) -> bool {
+        self.stall_until_ms.is_some_and(|t| now_ms < t)
+    }
+
+    /// Decides what happens to a command from `client` received at `now_ms`.
+    pub fn judge(&self, client: &str, now_ms: u64, rng: &mut SmallRng) -> Verdict {
+        if self.cut.iter().any(|c| c == client) || self.stopped {
+            Verdict::Ignore
+        } else if self.stalled(now_ms) {
+            Verdict::Hold
+        } else if self.io_error {
+            Verdict::IoError
+        } else if self.drop_percent > 0.0 && rng.gen::<f64>() * 100.0 < self.drop_percent {
+            Verdict::ExecuteAndDrop
+        } else {
+            Verdict::Execute
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn verdicts_and_precedence() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut f = FaultState::default();
+        assert_eq!(f.judge("a", 0, &mut rng), Verdict::Execute);
+        f.apply(&FaultCmd::IoError, 0);
+        assert_eq!(f.judge("a", 0, &mut rng), Verdict::IoError);
+        f.apply(&FaultCmd::Stall { ms: 10 }, 5);
+        assert_eq!(f.judge("a", 14, &mut rng), Verdict::Hold);
+        assert_eq!(f.judge("a", 15, &mut rng), Verdict::IoError);
+        f.apply(&FaultCmd::Cut { client: "b".into() }, 0);
+        assert_eq!(f.judge("b", 20, &mut rng), Verdict::Ignore);
+        f.apply(&FaultCmd::Stop, 0);
+        assert_eq!(f.judge("a", 20, &mut rng), Verdict::Ignore);
+        f.apply(&FaultCmd::Resume, 0);
+        assert_eq!(f.judge("a", 20, &mut rng), Verdict::IoError);
+        assert!(f.apply(&FaultCmd::PowerCycle, 0));
+        f.apply(&FaultCmd::Heal, 0);
+        assert_eq!(f, FaultState::default());
+    }
+
+    #[test]
+    fn drop_share_is_roughly_right_and_seeded() {
+        let mut f = FaultState::default();
+        f.apply(&FaultCmd::Drop { percent: 30.0 }, 0);
+        let run = |seed| {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            (0..10_000)
+                .filter(|_| f.judge("a", 0, &mut rng) == Verdict::ExecuteAndDrop)
+                .count()
+        };
+        let n = run(3);
+        assert_eq!(n, run(3));
+        assert!((2500..3500).contains(&n), "{n}");
+    }
+}
