@@ -171,3 +171,18 @@ fn two_threads_contend_for_one_lock_in_memory() {
     let exe = compile("ilm_contend", dir.path());
     run(&exe, dir.path(), &["thread"], &[("IDM_SIM", "mem:3")]);
 }
+
+#[test]
+fn a_lockspace_that_stops_renewing_is_fenced_through_its_kill_path_and_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_fence", dir.path());
+    run(&exe, dir.path(), &[], &[("IDM_SIM", "mem:3")]);
+}
+
+#[test]
+fn fencing_on_the_socket_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_fence", dir.path());
+    let (_sim, addr) = sim_server(dir.path());
+    run(&exe, dir.path(), &[], &[("IDM_SIM", &addr)]);
+}
