@@ -186,3 +186,18 @@ fn fencing_on_the_socket_simulator() {
     let (_sim, addr) = sim_server(dir.path());
     run(&exe, dir.path(), &[], &[("IDM_SIM", &addr)]);
 }
+
+#[test]
+fn native_api_thousands_of_ops_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("native_batch", dir.path());
+    run(&exe, dir.path(), &[], &[("IDM_SIM", "mem:3")]);
+}
+
+#[test]
+fn native_api_on_the_socket_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("native_batch", dir.path());
+    let (_sim, addr) = sim_server(dir.path());
+    run(&exe, dir.path(), &[], &[("IDM_SIM", &addr)]);
+}
