@@ -47,9 +47,9 @@ unsafe impl Sync for IlmUuid {}
 impl IlmUuid {
     /// The current bytes.
     pub fn get(&self) -> [u8; 16] {
-        // SAFETY: see the `Sync` impl: the only write happens inside `fill_uuid`'s
-        // `Once`, which every Rust reader passes first.
         fill_uuid();
+        // SAFETY: see the `Sync` impl: the only write happens inside `fill_uuid`'s
+        // `Once`, which this reader passed just above.
         unsafe { *self.0.get() }
     }
 }

@@ -91,7 +91,10 @@ fn compile(name: &str, dir: &Path) -> PathBuf {
         .arg("-lpthread")
         .status()
         .expect("run cc");
-    assert!(status.success(), "compiling {name}.c failed");
+    assert!(
+        status.success(),
+        "compiling {name}.c failed (needs cc, pkg-config and uuid/uuid.h: apt-get install -y uuid-dev)"
+    );
     out
 }
 

@@ -28,3 +28,10 @@ fn native_structs_have_stable_sizes() {
     assert_eq!(size_of::<idm_op>(), 112);
     assert_eq!(offset_of!(idm_op, drives), 80);
 }
+
+#[test]
+fn ilm_uuid_is_filled_from_the_host_id() {
+    let v = seagate_ilm::ilm::ilm_uuid.get();
+    assert_ne!(v, [0u8; 16]);
+    assert_eq!(v, seagate_ilm::ilm::host_uuid());
+}
