@@ -7,16 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Where cargo put `libseagate_ilm.so`: the test binary lives in `<target>/<profile>/deps`.
+/// Where cargo put `libseagate_ilm.so`: the test binary lives in
+/// `<target>/<profile>/deps`, next to the library `cargo test` built; a
+/// `cargo build` also copies it up to `<target>/<profile>`.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libseagate_ilm.so").exists(),
-        "libseagate_ilm.so not found in {}",
-        dir.display()
-    );
-    dir
+    let deps = exe.parent().unwrap().to_path_buf();
+    let up = deps.parent().unwrap().to_path_buf();
+    [deps, up]
+        .into_iter()
+        .find(|d| d.join("libseagate_ilm.so").exists())
+        .unwrap_or_else(|| panic!("libseagate_ilm.so not found next to {}", exe.display()))
 }
 
 fn manifest() -> &'static Path {
