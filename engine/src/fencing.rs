@@ -69,17 +69,22 @@ impl LeasePolicy {
     }
 
     /// True when the holder must be fenced now: no validity at all, or
-    /// `now + fence_margin >= validity` (strictly before validity ends).
+    /// `now + fence_margin >= validity` (strictly before validity ends; a zero
+    /// margin is treated as 1 ns so that "before" stays strict).
     pub fn should_fence(&self, now: Nanos, validity: Option<Nanos>) -> bool {
         match validity {
             None => true,
-            Some(v) => now + self.fence_margin >= v,
+            Some(v) => now + self.margin() >= v,
         }
+    }
+
+    fn margin(&self) -> Nanos {
+        self.fence_margin.max(Nanos(1))
     }
 
     /// The time at which [`LeasePolicy::should_fence`] becomes true.
     pub fn fence_at(&self, validity: Option<Nanos>) -> Nanos {
-        validity.map_or(Nanos::ZERO, |v| v - self.fence_margin)
+        validity.map_or(Nanos::ZERO, |v| v - self.margin())
     }
 
     /// Decides for a whole lockspace: every held lock (`mode` set) is checked;
@@ -151,6 +156,15 @@ mod tests {
         assert!(p.should_fence(Nanos::from_millis(940), Some(v)));
         assert!(p.fence_at(Some(v)) < v);
         assert!(p.should_fence(Nanos::ZERO, None));
+        let zero = LeasePolicy {
+            fence_margin: Nanos::ZERO,
+            ..p
+        };
+        assert!(
+            zero.should_fence(Nanos(v.0 - 1), Some(v)),
+            "still strictly before"
+        );
+        assert!(!zero.should_fence(Nanos(v.0 - 2), Some(v)));
     }
 
     #[test]

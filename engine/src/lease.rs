@@ -1,6 +1,6 @@
 //! Lease validity arithmetic (see the design note in the crate docs).
 
-use crate::protocol::LockState;
+use crate::protocol::{LockState, MAX_DRIVES};
 use crate::time::Nanos;
 
 /// The time until which the lock may be trusted: the majority-th latest
@@ -10,15 +10,16 @@ use crate::time::Nanos;
 /// Send times, never reply times: the drive's countdown started after the send.
 pub fn validity(state: &LockState, countdown: Nanos, drift_margin: Nanos) -> Option<Nanos> {
     let m = state.spec.majority() as usize;
-    // At most 512 drives: a small sort on the stack would do, but validity is
-    // computed per renewal, not per command; a Vec keeps this simple.
-    let mut ends: Vec<Nanos> = state
-        .drives
-        .iter()
-        .filter(|d| d.held)
-        .map(|d| d.sent + countdown)
-        .collect();
-    if ends.len() < m || m == 0 {
+    // At most 512 drives: the window ends fit on the stack (no allocation per call).
+    let mut buf = [Nanos::ZERO; MAX_DRIVES as usize];
+    let mut len = 0;
+    for d in state.drives.iter().filter(|d| d.held) {
+        let slot = buf.get_mut(len)?;
+        *slot = d.sent + countdown;
+        len += 1;
+    }
+    let ends = &mut buf[..len];
+    if len < m || m == 0 {
         return None;
     }
     ends.sort_unstable_by(|a, b| b.cmp(a));

@@ -46,6 +46,12 @@
 //! fixed slack). A drive whose clock runs faster than that bound breaks the
 //! argument; nothing else does.
 //!
+//! **Drive state loss.** A drive that power-cycles forgets our membership at once,
+//! while our window for it still runs. The argument above therefore also assumes
+//! that fewer than a majority of a lock's drives lose their table within one
+//! countdown; renewal drops a drive the moment it answers "not found" and
+//! re-acquires it with a fresh trylock.
+//!
 //! **Fencing.** The holder must stop using the resource strictly **before**
 //! validity ends: [`fencing::LeasePolicy::should_fence`] is true once
 //! `now + fence_margin >= validity`, and the fence (kill path, signal, callback)

@@ -39,7 +39,7 @@ use uring_sg::transport::Reply;
 use uring_sg::{Class, DriveError, Mode, MutexOp};
 
 use super::table::{CleanupStep, TableCleanup};
-use super::{Actions, LockState, Now, Operation, Tally};
+use super::{invalid_spec, Actions, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 use crate::time::Nanos;
 
@@ -360,9 +360,9 @@ impl Operation for Acquire {
 
     fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
         let n = st.spec.n_drives;
-        if n == 0 || st.drives.len() != n as usize {
+        if let Some(e) = invalid_spec(st) {
             self.phase = Phase::Failed;
-            self.outcome = Some(Err(LockError::InvalidArgument("lock has no drives")));
+            self.outcome = Some(Err(e));
             return;
         }
         if st.mode.is_some() || st.held_count() > 0 {
@@ -757,6 +757,116 @@ mod tests {
             Some(Err(LockError::InvalidArgument(_)))
         ));
         assert!(op.finished());
+    }
+
+    /// Seeded random drive answers (delivered in random order, timers fired when
+    /// nothing is in flight): the operation never has two commands out on one drive,
+    /// always finishes, delivers one outcome, and leaves the lock held by a majority
+    /// on success and not held at all on failure.
+    #[test]
+    fn random_answers_keep_invariants() {
+        use crate::protocol::XorShift64;
+        let answers = [
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Err(DriveError::Busy),
+            Err(DriveError::HeldByOther),
+            Err(DriveError::AlreadyHeld),
+            Err(DriveError::NotHeld),
+            Err(DriveError::WrongClass),
+            Err(DriveError::TableFull),
+            Err(DriveError::Timeout),
+            Err(DriveError::Io(5)),
+        ];
+        let (mut wins, mut losses, mut retried) = (0, 0, 0);
+        for seed in 1..400u64 {
+            let mut rng = XorShift64::new(seed);
+            let n = rng.range(1, 8) as u16;
+            let mut st = LockState::new(spec(n), seed);
+            let mut op = Acquire::new(Mode::Shared, Nanos::from_millis(20), rng.range(0, 1) == 1);
+            let mut a = Actions::new();
+            op.start(at(0), &mut st, &mut a);
+            let mut inflight: Vec<(u16, Request)> = a.commands.clone();
+            let mut timer = a.timer;
+            let mut now = Nanos::ZERO;
+            let mut outcomes = Vec::new();
+            for _ in 0..10_000 {
+                if let Some(o) = op.outcome() {
+                    outcomes.push(o);
+                }
+                if inflight.is_empty() {
+                    match timer {
+                        Some(t) => now = now.max(t),
+                        None => break,
+                    }
+                    a.clear();
+                    op.on_timer(
+                        Now {
+                            mono: now,
+                            wall_ms: 0,
+                        },
+                        &mut st,
+                        &mut a,
+                    );
+                } else {
+                    now = now + Nanos::from_micros(rng.range(0, 300));
+                    let i = rng.range(0, inflight.len() as u64 - 1) as usize;
+                    let (d, req) = inflight.swap_remove(i);
+                    let reply = match req {
+                        Request::ReadTable { .. } => data(Vec::new()),
+                        _ => match answers[rng.range(0, answers.len() as u64 - 1) as usize] {
+                            Ok(()) => ok(),
+                            Err(e) => err(e),
+                        },
+                    };
+                    a.clear();
+                    op.on_reply(
+                        Now {
+                            mono: now,
+                            wall_ms: 0,
+                        },
+                        &mut st,
+                        d,
+                        &reply,
+                        &mut a,
+                    );
+                }
+                for (d, _) in &a.commands {
+                    assert!(
+                        inflight.iter().all(|(o, _)| o != d),
+                        "seed {seed}: two commands out on drive {d}"
+                    );
+                }
+                inflight.extend(a.commands.iter().cloned());
+                timer = a.timer;
+            }
+            if let Some(o) = op.outcome() {
+                outcomes.push(o);
+            }
+            assert!(op.finished(), "seed {seed}: not finished");
+            assert_eq!(outcomes.len(), 1, "seed {seed}: {outcomes:?}");
+            match outcomes[0] {
+                Ok(out) => {
+                    wins += 1;
+                    retried += usize::from(out.rounds > 1);
+                    assert_eq!(st.mode, Some(Mode::Shared));
+                    assert!(st.held_count() >= st.spec.majority(), "seed {seed}");
+                }
+                Err(_) => {
+                    losses += 1;
+                    assert_eq!(st.mode, None, "seed {seed}");
+                    assert_eq!(st.held_count(), 0, "seed {seed}");
+                }
+            }
+        }
+        assert!(
+            wins > 0 && losses > 0 && retried > 0,
+            "{wins} {losses} {retried}"
+        );
     }
 
     use uring_sg::transport::Request;

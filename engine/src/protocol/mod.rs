@@ -32,14 +32,22 @@
 //! devices.
 
 pub mod acquire;
+pub mod convert;
+pub mod destroy;
 pub mod lock_state;
+pub mod lvb;
+pub mod query;
 pub mod quorum;
 pub mod release;
 pub mod renew;
 pub mod table;
 
 pub use acquire::{Acquire, Acquired};
+pub use convert::Convert;
+pub use destroy::Destroy;
 pub use lock_state::{DriveHold, LockSpec, LockState, XorShift64};
+pub use lvb::ReadLvb;
+pub use query::{GetHostCount, GetMode, HostCount};
 pub use quorum::{majority, Tally};
 pub use release::Release;
 pub use renew::{Renew, Renewed};
@@ -200,6 +208,24 @@ pub(crate) mod testutil {
     }
 }
 
+/// The most drives one lock may span (`ILM_DRIVE_MAX_NUM`).
+pub const MAX_DRIVES: u16 = 512;
+
+/// Why a lock's state cannot be operated on: no drives, too many, or a drive
+/// vector that does not match the spec.
+pub(crate) fn invalid_spec(st: &LockState) -> Option<LockError> {
+    let n = st.spec.n_drives;
+    if n == 0 || n > MAX_DRIVES {
+        Some(LockError::InvalidArgument("a lock spans 1..=512 drives"))
+    } else if st.drives.len() != n as usize {
+        Some(LockError::InvalidArgument(
+            "drive state does not match the lock spec",
+        ))
+    } else {
+        None
+    }
+}
+
 /// Collects the drive errors of an operation that failed without contention and
 /// turns them into the one [`LockError`] to report.
 #[derive(Clone, Copy, Debug, Default)]
@@ -230,5 +256,39 @@ impl ErrorSummary {
         } else {
             LockError::Io(self.first.unwrap_or(uring_sg::DriveError::Malformed))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use uring_sg::Mode;
+
+    /// Every operation refuses a lock with no drives at once, and is finished.
+    #[test]
+    fn invalid_spec_everywhere() {
+        fn check<O: Operation>(mut op: O, held: bool) {
+            let mut st = LockState::new(spec(0), 1);
+            if held {
+                st.mode = Some(Mode::Exclusive);
+            }
+            let mut a = Actions::new();
+            op.start(at(0), &mut st, &mut a);
+            assert!(a.commands.is_empty());
+            assert!(matches!(
+                op.outcome(),
+                Some(Err(LockError::InvalidArgument(_)))
+            ));
+            assert!(op.finished());
+        }
+        check(Acquire::new(Mode::Exclusive, Nanos::MAX, false), false);
+        check(Release::new(), true);
+        check(Renew::new(), true);
+        check(Convert::new(Mode::Shared), true);
+        check(ReadLvb::new(), false);
+        check(GetHostCount::new(), false);
+        check(GetMode::new(), false);
+        check(Destroy::new(), false);
     }
 }

@@ -22,7 +22,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{Class, DriveError, Lvb};
 
-use super::{Actions, ErrorSummary, LockState, Now, Operation, Tally};
+use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -75,6 +75,11 @@ impl Operation for Release {
     type Output = ();
 
     fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.decided = true;
+            self.outcome = Some(Err(e));
+            return;
+        }
         let Some(mode) = st.mode else {
             self.decided = true;
             self.outcome = Some(Err(LockError::NotHeld));

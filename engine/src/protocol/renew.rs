@@ -20,7 +20,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{DriveError, MutexOp};
 
-use super::{Actions, LockState, Now, Operation, Tally};
+use super::{invalid_spec, Actions, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 use crate::time::Nanos;
 
@@ -76,6 +76,11 @@ impl Operation for Renew {
     type Output = Renewed;
 
     fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.decided = true;
+            self.outcome = Some(Err(e));
+            return;
+        }
         let Some(mode) = st.mode else {
             self.decided = true;
             self.outcome = Some(Err(LockError::NotHeld));

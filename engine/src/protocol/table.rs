@@ -17,7 +17,7 @@
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{Class, DriveError, LockId, MutexOp, MutexState, Record, RECORD_LEN};
 
-use super::{LockState, Now};
+use super::{Actions, LockState, Now};
 use crate::error::LockError;
 
 /// Records asked for by the first read when nothing better is known.
@@ -169,6 +169,56 @@ impl TableCleanup {
 impl Default for TableCleanup {
     fn default() -> Self {
         TableCleanup::new()
+    }
+}
+
+/// A table read on every drive of a lock at once (used by read LVB, host count and
+/// mode): one [`TableRead`] per drive, at most one command outstanding per drive.
+#[derive(Clone, Debug, Default)]
+pub struct TableScan {
+    reads: Vec<Option<TableRead>>,
+}
+
+impl TableScan {
+    /// Starts a read of `n` drives, each asking first for `hint` records.
+    pub fn start(n: u16, hint: u32, a: &mut Actions) -> TableScan {
+        let read = TableRead::new(hint);
+        for d in 0..n {
+            a.send(d, read.request());
+        }
+        TableScan {
+            reads: vec![Some(read); n as usize],
+        }
+    }
+
+    /// Feeds a reply; returns the drive's table (or error) once its read is complete.
+    pub fn on_reply(
+        &mut self,
+        drive: u16,
+        reply: &Reply,
+        a: &mut Actions,
+    ) -> Option<Result<Vec<Record>, DriveError>> {
+        let slot = self.reads.get_mut(drive as usize)?;
+        let read = slot.as_mut()?;
+        match read.on_reply(reply) {
+            TableStep::Send(req) => {
+                a.send(drive, req);
+                None
+            }
+            TableStep::Done(recs) => {
+                *slot = None;
+                Some(Ok(recs))
+            }
+            TableStep::Failed(e) => {
+                *slot = None;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// No read outstanding.
+    pub fn idle(&self) -> bool {
+        self.reads.iter().all(Option::is_none)
     }
 }
 

@@ -1,0 +1,189 @@
+//! Read LVB: the lock value block as the drives store it (IDM.md §7).
+//!
+//! Every drive's table is read ([`TableScan`]); the value of a drive is the largest
+//! LVB (as lvmlockd's little-endian u64) among this lock's records on it (0 if the
+//! drive does not know the lock). The outcome is the **maximum over the first
+//! majority of drives that answered**: a release stores the LVB on at least a
+//! majority before it reports success, and any two majorities intersect, so the
+//! last released value is seen. Late answers are consumed and ignored.
+//!
+//! If any drive of this lock was obtained by break since the last acquire
+//! ([`LockState::broken`]), the previous holder may not have stored its value: the
+//! answer is all-ones ([`Lvb::INVALID`]) without reading, which tells lvmlockd to
+//! drop its cached metadata. Byte 7 is never carried by the drives and reads as 0.
+
+use uring_sg::transport::Reply;
+use uring_sg::Lvb;
+
+use super::table::{TableScan, DEFAULT_TABLE_HINT};
+use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
+use crate::error::LockError;
+
+/// The read-LVB operation. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct ReadLvb {
+    scan: TableScan,
+    tally: Option<Tally>,
+    max: u64,
+    errors: ErrorSummary,
+    decided: bool,
+    outcome: Option<Result<Lvb, LockError>>,
+}
+
+impl ReadLvb {
+    /// A read of the lock's LVB.
+    pub fn new() -> ReadLvb {
+        ReadLvb::default()
+    }
+}
+
+impl Operation for ReadLvb {
+    type Output = Lvb;
+
+    fn start(&mut self, _now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.decided = true;
+            self.outcome = Some(Err(e));
+            return;
+        }
+        if st.broken {
+            self.decided = true;
+            self.outcome = Some(Ok(Lvb::INVALID));
+            return;
+        }
+        self.tally = Some(Tally::new(st.spec.n_drives));
+        self.scan = TableScan::start(st.spec.n_drives, DEFAULT_TABLE_HINT, a);
+    }
+
+    fn on_reply(
+        &mut self,
+        _now: Now,
+        st: &mut LockState,
+        drive: u16,
+        reply: &Reply,
+        a: &mut Actions,
+    ) {
+        let Some(done) = self.scan.on_reply(drive, reply, a) else {
+            return;
+        };
+        let Some(t) = self.tally.as_mut() else { return };
+        if self.decided {
+            return;
+        }
+        match done {
+            Ok(recs) => {
+                t.yes();
+                let v = recs
+                    .iter()
+                    .filter(|r| r.lock_id == st.spec.lock_id)
+                    .map(|r| r.lvb.to_u64())
+                    .max()
+                    .unwrap_or(0);
+                self.max = self.max.max(v);
+            }
+            Err(e) => {
+                t.no();
+                self.errors.add(e);
+            }
+        }
+        if t.reached() {
+            self.decided = true;
+            self.outcome = Some(Ok(Lvb::from_u64(self.max)));
+        } else if t.impossible() {
+            self.decided = true;
+            self.outcome = Some(Err(self.errors.error()));
+        }
+    }
+
+    fn on_timer(&mut self, _now: Now, _st: &mut LockState, _a: &mut Actions) {}
+
+    fn outcome(&mut self) -> Option<Result<Lvb, LockError>> {
+        self.outcome.take()
+    }
+
+    fn finished(&self) -> bool {
+        self.decided && self.scan.idle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use uring_sg::transport::Request;
+    use uring_sg::{Class, DriveError, HostId, MutexState};
+
+    #[test]
+    fn max_over_a_majority() {
+        let mut st = LockState::new(spec(3), 1);
+        let me = st.spec;
+        let other: HostId = "host-2".parse().unwrap();
+        let mut op = ReadLvb::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        assert!(a
+            .commands
+            .iter()
+            .all(|(_, r)| matches!(r, Request::ReadTable { .. })));
+        assert_eq!(a.commands.len(), 3);
+        let d0 = [
+            table_rec(
+                me.lock_id,
+                me.host_id,
+                MutexState::Unlocked,
+                Class::Exclusive,
+                7,
+                0,
+            ),
+            table_rec(
+                "x".parse().unwrap(),
+                other,
+                MutexState::Locked,
+                Class::Exclusive,
+                99,
+                0,
+            ),
+        ];
+        let d1 = [table_rec(
+            me.lock_id,
+            other,
+            MutexState::Locked,
+            Class::Exclusive,
+            9,
+            0,
+        )];
+        a.clear();
+        op.on_reply(at(1), &mut st, 0, &data(table_data(&d0, 4)), &mut a);
+        assert!(op.outcome().is_none());
+        op.on_reply(at(1), &mut st, 1, &data(table_data(&d1, 4)), &mut a);
+        assert_eq!(op.outcome(), Some(Ok(Lvb::from_u64(9))));
+        assert!(!op.finished());
+        op.on_reply(at(2), &mut st, 2, &err(DriveError::Timeout), &mut a);
+        assert!(op.finished());
+        assert!(a.commands.is_empty());
+    }
+
+    #[test]
+    fn all_ones_after_break() {
+        let mut st = LockState::new(spec(3), 1);
+        st.grant(0, Class::Exclusive, crate::time::Nanos::ZERO, true);
+        let mut op = ReadLvb::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        assert!(a.commands.is_empty());
+        assert_eq!(op.outcome(), Some(Ok(Lvb::INVALID)));
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn io_majority_fails() {
+        let mut st = LockState::new(spec(2), 1);
+        let mut op = ReadLvb::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        op.on_reply(at(1), &mut st, 1, &err(DriveError::Io(5)), &mut a);
+        assert_eq!(op.outcome(), Some(Err(LockError::Io(DriveError::Io(5)))));
+        op.on_reply(at(1), &mut st, 0, &data(Vec::new()), &mut a);
+        assert!(op.finished());
+    }
+}
