@@ -66,10 +66,8 @@ struct Interval {
     host: usize,
     mode: Mode,
     start: Nanos,
-    /// The validity (true time) last computed while the interval was unbroken.
+    /// The validity (true time) the host computed last.
     valid_until: Nanos,
-    /// Validity ran out while the interval was open: `valid_until` is final.
-    lapsed: bool,
     /// When the host stopped believing (fence, release, crash).
     stop: Option<Nanos>,
 }
@@ -149,24 +147,22 @@ impl Checker {
                 mode,
                 start: t,
                 valid_until: valid,
-                lapsed: valid <= t,
                 stop: None,
             },
         );
     }
 
     /// `host` recomputed its validity on `lock` at `t`.
-    pub fn update_validity(&mut self, host: usize, lock: usize, t: Nanos, valid: Nanos) {
+    ///
+    /// Validity may move back (a drive dropped) or forward, even past a moment at
+    /// which the old value had run out: a host paused across its old validity whose
+    /// renewal (sent before the pause) is processed on resume. That is sound: the
+    /// refresh reached the drives before the old membership expired, else they
+    /// would have answered "expired". A host that *runs* past its validity without
+    /// fencing is caught by [`Checker::use_lock`].
+    pub fn update_validity(&mut self, host: usize, lock: usize, _t: Nanos, valid: Nanos) {
         if let Some(iv) = self.open.get_mut(&(lock, host)) {
-            if iv.lapsed {
-                return;
-            }
-            if iv.valid_until <= t {
-                iv.lapsed = true; // a gap: what follows is not this interval
-            } else {
-                iv.valid_until = valid;
-                iv.lapsed = valid <= t;
-            }
+            iv.valid_until = valid;
         }
     }
 
@@ -233,7 +229,7 @@ impl Checker {
         let Some(iv) = self.open.get(&(lock, host)).copied() else {
             return;
         };
-        if t >= iv.valid_until || iv.lapsed {
+        if t >= iv.valid_until {
             self.report(
                 ViolationKind::UsedPastValidity,
                 t,

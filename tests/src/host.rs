@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 
 use idm_engine::fencing::LeasePolicy;
-use idm_engine::protocol::{Acquire, Actions, LockSpec, LockState, Now, Operation, Release, Renew};
+use idm_engine::protocol::{
+    Acquire, Actions, Convert, LockSpec, LockState, Now, Operation, ReadLvb, Release, Renew,
+};
 use idm_engine::Nanos;
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -78,12 +80,24 @@ pub struct Stats {
     pub renewed: u64,
     /// Renewals that failed.
     pub renew_err: u64,
+    /// Converts that succeeded.
+    pub converted: u64,
+    /// Converts that failed (rolled back).
+    pub convert_err: u64,
+    /// LVB reads that succeeded.
+    pub lvb_reads: u64,
+    /// LVB reads that failed.
+    pub lvb_read_err: u64,
     /// Locks fenced.
     pub fences: u64,
     /// Drive commands sent.
     pub commands: u64,
     /// Command timeouts delivered.
     pub timeouts: u64,
+    /// Faults injected: drive power cycles, stalls, partitions, host crashes, pauses.
+    pub faults: [u64; 5],
+    /// The drives had a near-full table.
+    pub small_table: bool,
 }
 
 /// A command the host sends now.
@@ -117,6 +131,21 @@ enum OpKind {
     Acquire(Acquire, Mode),
     Release(Release, Option<u64>),
     Renew(Renew),
+    Convert(Convert, Mode),
+    ReadLvb(ReadLvb),
+}
+
+/// Calls the same method on whichever operation runs.
+macro_rules! with_op {
+    ($k:expr, $op:ident => $body:expr) => {
+        match $k {
+            OpKind::Acquire($op, _) => $body,
+            OpKind::Release($op, _) => $body,
+            OpKind::Renew($op) => $body,
+            OpKind::Convert($op, _) => $body,
+            OpKind::ReadLvb($op) => $body,
+        }
+    };
 }
 
 struct Running {
@@ -146,6 +175,8 @@ pub struct Slot {
     /// The mode this host believes it holds the lock in (reported to the checker).
     pub believed: Option<Mode>,
     reply_at: Vec<Nanos>,
+    want_read: bool,
+    want_convert: bool,
 }
 
 /// One simulated host (one incarnation: a crash makes a new one).
@@ -194,6 +225,8 @@ impl Host {
                     op: None,
                     believed: None,
                     reply_at: vec![Nanos::ZERO; cfg.n_drives as usize],
+                    want_read: false,
+                    want_convert: false,
                 }
             })
             .collect();
@@ -312,11 +345,12 @@ impl Host {
             started: ctx.now,
             reported: false,
         });
-        self.call(ctx, i, None, &mut |k, now, st, a| match k {
-            OpKind::Acquire(op, _) => op.start(now, st, a),
-            OpKind::Release(op, _) => op.start(now, st, a),
-            OpKind::Renew(op) => op.start(now, st, a),
-        });
+        self.call(
+            ctx,
+            i,
+            None,
+            &mut |k, now, st, a| with_op!(k, op => op.start(now, st, a)),
+        );
     }
 
     fn think(&mut self, local: Nanos) -> Nanos {
@@ -349,6 +383,8 @@ impl Host {
             Acquired(Mode, bool),
             Released(Option<u64>, bool),
             Renewed(bool),
+            Converted(Mode, bool),
+            Read(Option<u64>),
             Nothing,
         }
         let done = match &mut op.kind {
@@ -374,6 +410,14 @@ impl Host {
             },
             OpKind::Renew(r) => match r.outcome() {
                 Some(res) => Done::Renewed(res.is_ok()),
+                None => Done::Nothing,
+            },
+            OpKind::Convert(c, new) => match c.outcome() {
+                Some(res) => Done::Converted(*new, res.is_ok()),
+                None => Done::Nothing,
+            },
+            OpKind::ReadLvb(r) => match r.outcome() {
+                Some(res) => Done::Read(res.ok().map(|l| l.to_u64())),
                 None => Done::Nothing,
             },
         };
@@ -406,6 +450,8 @@ impl Host {
                     ctx.stats.acquired += 1;
                     let until = local + self.hold_time();
                     self.slots[i].phase = Phase::Holding { until, mode };
+                    self.slots[i].want_read = self.rng.gen_bool(0.5);
+                    self.slots[i].want_convert = self.rng.gen_bool(0.2);
                     self.slots[i].believed = Some(mode);
                     let v = self.validity_true(i);
                     ctx.checker.hold(host, lock, mode, ctx.now, v);
@@ -430,6 +476,36 @@ impl Host {
                 let at = self.think(local);
                 self.slots[i].phase = Phase::Idle { at };
             }
+            Done::Converted(new, ok) => {
+                ctx.stats.ops_done += 1;
+                let lock = self.slots[i].lock;
+                if ok {
+                    ctx.stats.converted += 1;
+                    if let Phase::Holding { until, .. } = self.slots[i].phase {
+                        self.slots[i].phase = Phase::Holding { until, mode: new };
+                    }
+                    // A promotion is used as EX only from now on.
+                    if new == Mode::Exclusive && self.slots[i].believed.is_some() {
+                        ctx.checker.unhold(host, lock, ctx.now);
+                        self.slots[i].believed = Some(new);
+                        let v = self.validity_true(i);
+                        ctx.checker.hold(host, lock, new, ctx.now, v);
+                    }
+                } else {
+                    ctx.stats.convert_err += 1;
+                }
+            }
+            Done::Read(v) => {
+                ctx.stats.ops_done += 1;
+                match v {
+                    Some(v) => {
+                        ctx.stats.lvb_reads += 1;
+                        let lock = self.slots[i].lock;
+                        ctx.checker.lvb_read(host, lock, started, ctx.now, v);
+                    }
+                    None => ctx.stats.lvb_read_err += 1,
+                }
+            }
             Done::Renewed(ok) => {
                 if ok {
                     ctx.stats.renewed += 1;
@@ -443,19 +519,23 @@ impl Host {
     /// The reply to command `cmd` arrived.
     pub fn on_reply(&mut self, ctx: &mut Ctx<'_>, cmd: u64, reply: &Reply) {
         let Some((i, drive)) = self.outstanding.remove(&cmd) else {
-            return; // timed out already: a late reply is dropped
+            // Timed out already: a late reply is dropped. The host still ran.
+            self.poll(ctx);
+            return;
         };
-        self.call(ctx, i, Some(drive), &mut |k, now, st, a| match k {
-            OpKind::Acquire(op, _) => op.on_reply(now, st, drive, reply, a),
-            OpKind::Release(op, _) => op.on_reply(now, st, drive, reply, a),
-            OpKind::Renew(op) => op.on_reply(now, st, drive, reply, a),
-        });
+        self.call(
+            ctx,
+            i,
+            Some(drive),
+            &mut |k, now, st, a| with_op!(k, op => op.on_reply(now, st, drive, reply, a)),
+        );
         self.poll(ctx);
     }
 
     /// Command `cmd` timed out at the transport.
     pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>, cmd: u64) {
         if !self.outstanding.contains_key(&cmd) {
+            self.poll(ctx);
             return;
         }
         ctx.stats.timeouts += 1;
@@ -472,11 +552,12 @@ impl Host {
                 .and_then(|o| o.timer)
                 .is_some_and(|t| t <= local);
             if due {
-                self.call(ctx, i, None, &mut |k, now, st, a| match k {
-                    OpKind::Acquire(op, _) => op.on_timer(now, st, a),
-                    OpKind::Release(op, _) => op.on_timer(now, st, a),
-                    OpKind::Renew(op) => op.on_timer(now, st, a),
-                });
+                self.call(
+                    ctx,
+                    i,
+                    None,
+                    &mut |k, now, st, a| with_op!(k, op => op.on_timer(now, st, a)),
+                );
             }
         }
         self.poll(ctx);
@@ -485,14 +566,7 @@ impl Host {
     fn op_finished(s: &Slot) -> bool {
         match &s.op {
             None => true,
-            Some(o) => {
-                o.reported
-                    && match &o.kind {
-                        OpKind::Acquire(a, _) => a.finished(),
-                        OpKind::Release(r, _) => r.finished(),
-                        OpKind::Renew(r) => r.finished(),
-                    }
-            }
+            Some(o) => o.reported && with_op!(&o.kind, op => op.finished()),
         }
     }
 
@@ -542,6 +616,25 @@ impl Host {
                     }
                     if local >= self.cfg.policy.next_renewal(&self.slots[i].st) {
                         self.start_op(ctx, i, OpKind::Renew(Renew::new()));
+                        continue;
+                    }
+                    if std::mem::take(&mut self.slots[i].want_read) {
+                        self.start_op(ctx, i, OpKind::ReadLvb(ReadLvb::new()));
+                        continue;
+                    }
+                    if std::mem::take(&mut self.slots[i].want_convert) {
+                        let new = match mode {
+                            Mode::Exclusive => Mode::Shared,
+                            Mode::Shared => Mode::Exclusive,
+                        };
+                        // A demotion stops EX use before the drives change.
+                        if new == Mode::Shared && self.slots[i].believed.is_some() {
+                            ctx.checker.unhold(host, lock, ctx.now);
+                            self.slots[i].believed = Some(new);
+                            let v = self.validity_true(i);
+                            ctx.checker.hold(host, lock, new, ctx.now, v);
+                        }
+                        self.start_op(ctx, i, OpKind::Convert(Convert::new(new), new));
                         continue;
                     }
                 }

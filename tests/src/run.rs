@@ -238,6 +238,7 @@ impl Sim {
             hash: 0xCBF2_9CE4_8422_2325,
             events: 0,
         };
+        sim.stats.small_table = small;
         for h in 0..n_hosts {
             sim.start_host(h);
         }
@@ -351,6 +352,14 @@ impl Sim {
 
     fn apply_fault(&mut self, f: Fault) {
         let now = self.q.now();
+        let k = match f {
+            Fault::DriveCrash { .. } => 0,
+            Fault::DriveStall { .. } => 1,
+            Fault::Partition { .. } => 2,
+            Fault::HostCrash { .. } => 3,
+            Fault::HostPause { .. } => 4,
+        };
+        self.stats.faults[k] += 1;
         match f {
             Fault::DriveCrash { drive, down } => self.drives[drive].power_cycle(now, now + down),
             Fault::DriveStall { drive, dur } => self.drives[drive].stall(now + dur),
@@ -387,10 +396,16 @@ impl Sim {
         }
         for h in 0..self.hosts.len() {
             self.hosts[h].paused_until = self.hosts[h].paused_until.min(now);
-            if self.hosts[h].host.is_none() {
-                self.start_host(h);
-            } else {
-                self.after_host(h);
+            match self.hosts[h].host.take() {
+                None => self.start_host(h),
+                Some(mut host) => {
+                    // The host runs now (a paused one resumes): it checks its
+                    // leases before anything else.
+                    let mut ctx = self.ctx_parts();
+                    host.poll(&mut ctx);
+                    self.hosts[h].host = Some(host);
+                    self.after_host(h);
+                }
             }
         }
     }
