@@ -107,7 +107,6 @@ fn planted_trust_reply_time_is_caught() {
 /// Heavy seed 4 (500 ops): "LvbWentBack, lock 1: read 7 after a release of 8
 /// completed", with no drive power cycle and no table clean-up in the run.
 #[test]
-#[ignore = "protocol bug: Release counts NotHeld towards the LVB majority"]
 fn lvb_never_goes_back_under_heavy_faults() {
     let r = run(4, 500, FaultProfile::heavy());
     assert!(
