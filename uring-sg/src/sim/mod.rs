@@ -5,6 +5,8 @@
 //! - [`latency`]: per-drive latency models.
 //! - [`faults`]: per-drive fault state (stop, I/O error, stall, power cycle, drop, cut).
 //! - [`server`]: [`SimServer`], one thread on one io_uring serving every connection.
+//! - [`iscsi`]: an iSCSI target front end serving the same drives as LUNs with a
+//!   data area (so a kernel's initiator sees disks that also answer IDM commands).
 //! - [`SimHandle`]: a server on a background thread, for tests and embedding.
 //! - [`Control`]: a blocking client for CONTROL frames (faults, table dump, stats).
 //!
@@ -33,6 +35,7 @@
 
 pub mod faults;
 pub mod frame;
+pub mod iscsi;
 pub mod latency;
 pub mod server;
 
@@ -53,7 +56,7 @@ use crate::firmware::FirmwareConfig;
 pub use faults::{FaultCmd, FaultState};
 pub use frame::{Frame, FrameError};
 pub use latency::Latency;
-pub use server::SimServer;
+pub use server::{SharedDrive, SharedDrives, SimServer};
 
 /// Where a simulator listens (and where clients connect).
 ///
