@@ -39,6 +39,8 @@ const CHUNK: u64 = 64 * 1024;
 const VENDOR: &[u8; 8] = b"IDMSIM  ";
 /// Product identification (as the firmware's standard INQUIRY).
 const PRODUCT: &[u8; 16] = b"IDM FIRMWARE SIM";
+/// Device-specific parameter of MODE SENSE: DPOFUA (DPO and FUA are accepted).
+const DEV_SPECIFIC: u8 = 0x10;
 /// Largest transfer (blocks) one command may ask for (VPD 0xB0).
 pub const MAX_TRANSFER_BLOCKS: u32 = 8192;
 
@@ -321,14 +323,18 @@ impl Lun {
             return invalid_field();
         }
         let mut d = if !evpd {
-            let mut d = vec![0u8; 36];
+            let mut d = vec![0u8; 96];
             d[2] = 0x06; // SPC-4
             d[3] = 0x12; // HiSup, response data format 2
-            d[4] = 31;
+            d[4] = 91;
             d[7] = 0x02; // CmdQue
             d[8..16].copy_from_slice(VENDOR);
             d[16..32].copy_from_slice(PRODUCT);
             d[32..36].copy_from_slice(b"0001");
+            // Version descriptors: SAM-5, SPC-4, SBC-3, iSCSI.
+            for (i, v) in [0x00A0u16, 0x0460, 0x04C0, 0x0960].iter().enumerate() {
+                d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
+            }
             d
         } else {
             match page {
@@ -453,11 +459,11 @@ impl Lun {
         if ten {
             let len = 6 + bd.len() + pages.len();
             d.extend_from_slice(&(len as u16).to_be_bytes());
-            d.extend_from_slice(&[0, 0, 0, 0]);
+            d.extend_from_slice(&[0, DEV_SPECIFIC, 0, 0]);
             d.extend_from_slice(&(bd.len() as u16).to_be_bytes());
         } else {
             let len = 3 + bd.len() + pages.len();
-            d.extend_from_slice(&[len.min(255) as u8, 0, 0, bd.len() as u8]);
+            d.extend_from_slice(&[len.min(255) as u8, 0, DEV_SPECIFIC, bd.len() as u8]);
         }
         d.extend_from_slice(&bd);
         d.extend_from_slice(&pages);
@@ -479,7 +485,11 @@ impl Lun {
         }
     }
 
-    fn check_range(&self, lba: u64, n: u64) -> Option<Answer> {
+    fn check_range(&self, cdb: &[u8], lba: u64, n: u64) -> Option<Answer> {
+        // RDPROTECT / WRPROTECT: this disk has no protection information.
+        if cdb[0] != 0x08 && cdb[0] != 0x0A && cdb[1] & 0xE0 != 0 {
+            return Some(invalid_field());
+        }
         if lba.checked_add(n).is_none_or(|end| end > self.disk.blocks) {
             return Some(lba_out_of_range());
         }
@@ -491,7 +501,7 @@ impl Lun {
 
     fn read(&self, cdb: &[u8], out: &mut Vec<u8>) -> Answer {
         let (lba, n) = Self::rw_range(cdb);
-        if let Some(a) = self.check_range(lba, n) {
+        if let Some(a) = self.check_range(cdb, lba, n) {
             return a;
         }
         out.resize((n * BLOCK) as usize, 0);
@@ -503,14 +513,18 @@ impl Lun {
 
     fn write(&self, cdb: &[u8], data: &[u8]) -> Answer {
         let (lba, n) = Self::rw_range(cdb);
-        if let Some(a) = self.check_range(lba, n) {
+        if let Some(a) = self.check_range(cdb, lba, n) {
             return a;
         }
+        // Fewer bytes than the CDB asks for (the initiator's expected length was
+        // shorter: an overflow the session reports as a residual): write the
+        // whole blocks that came.
         let need = (n * BLOCK) as usize;
-        let Some(data) = data.get(..need) else {
-            return invalid_field();
-        };
-        match self.disk.write(lba * BLOCK, data) {
+        let have = data.len().min(need) / BLOCK as usize * BLOCK as usize;
+        let fua = cdb[0] != 0x0A && cdb[1] & 0x08 != 0;
+        let r = self.disk.write(lba * BLOCK, &data[..have]);
+        let r = r.and_then(|()| if fua { self.disk.sync() } else { Ok(()) });
+        match r {
             Ok(()) => Answer::good(),
             Err(_) => Answer::check(MEDIUM_ERROR, 0x0C, 0), // write error
         }
@@ -615,8 +629,14 @@ mod tests {
         let l = lun(1 << 20); // 2048 blocks
         let (a, _) = run(&l, &[0x28, 0, 0, 0, 0x07, 0xFF, 0, 0, 2, 0], &[]);
         assert_eq!(sense(&a), Sense::new(5, 0x21, 0));
-        let (a, _) = run(&l, &[0x2A, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[0; 512]);
-        assert_eq!(sense(&a), Sense::new(5, 0x24, 0));
+        let (a, _) = run(&l, &[0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0], &[]);
+        assert_eq!(sense(&a), Sense::new(5, 0x24, 0), "RDPROTECT");
+        // Short data (expected length below the CDB's): the blocks that came are written.
+        let (a, _) = run(&l, &[0x2A, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[9; 512]);
+        assert_eq!(a, Answer::good());
+        let (_, d) = run(&l, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[]);
+        assert_eq!(d[..512], [9; 512]);
+        assert_eq!(d[512..], [0; 512]);
         let (a, _) = run(&l, &[0x4D, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
         assert_eq!(a.status, 2);
         assert_eq!(sense(&a), Sense::new(5, 0x20, 0));

@@ -70,6 +70,8 @@ struct WriteTask {
     /// The R2T outstanding: (target transfer tag, end offset).
     r2t: Option<(u32, usize)>,
     r2t_sn: u32,
+    /// DataSN the next Data-Out of the current sequence must carry.
+    data_sn: u32,
 }
 
 struct Conn<'a> {
@@ -170,6 +172,11 @@ impl Conn<'_> {
         self.exp_cmd_sn.wrapping_add(WINDOW)
     }
 
+    /// Whether `sn` is in [ExpCmdSN, MaxCmdSN] (serial arithmetic).
+    fn in_window(&self, sn: u32) -> bool {
+        sn.wrapping_sub(self.exp_cmd_sn) <= WINDOW
+    }
+
     /// Advances ExpCmdSN past a non-immediate command.
     fn count_cmd(&mut self, p: &Pdu) {
         if !p.immediate() && (p.cmd_sn().wrapping_sub(self.exp_cmd_sn) as i32) >= 0 {
@@ -188,6 +195,15 @@ impl Conn<'_> {
     fn on_pdu(&mut self, p: Pdu) -> Result<bool, SessionError> {
         match p.opcode() {
             op::SCSI_CMD => {
+                if !p.immediate() && !self.in_window(p.cmd_sn()) {
+                    // RFC 7143 §3.2.2.1: a command outside the window is dropped.
+                    tracing::debug!(
+                        cmd_sn = p.cmd_sn(),
+                        exp = self.exp_cmd_sn,
+                        "CmdSN outside the window: dropped"
+                    );
+                    return Ok(true);
+                }
                 self.count_cmd(&p);
                 self.on_command(p)?;
             }
@@ -352,6 +368,7 @@ impl Conn<'_> {
             unsolicited_open: !p.is_final(),
             r2t: None,
             r2t_sn: 0,
+            data_sn: 0,
         };
         self.writes.insert(p.itt(), t);
         self.advance_write(p.itt());
@@ -372,9 +389,19 @@ impl Conn<'_> {
                 p.data.len()
             )));
         };
+        if p.u32_at(36) != t.data_sn {
+            // Error recovery level 0: a sequence error ends the connection.
+            return Err(SessionError::Protocol(format!(
+                "Data-Out DataSN {} where {} was due",
+                p.u32_at(36),
+                t.data_sn
+            )));
+        }
+        t.data_sn += 1;
         t.buf[off..end].copy_from_slice(&p.data);
         t.received += p.data.len();
         if p.is_final() {
+            t.data_sn = 0;
             if p.ttt() == RESERVED_TAG {
                 t.unsolicited_open = false;
             } else if t.r2t.is_some_and(|(tt, _)| tt == p.ttt()) {
