@@ -403,6 +403,7 @@ impl Control {
 /// A [`SimServer`] running on a background thread. Dropping it stops the server.
 pub struct SimHandle {
     addrs: Vec<ListenAddr>,
+    shared: SharedDrives,
     stop: EventFd,
     thread: Option<JoinHandle<Result<(), SimError>>>,
 }
@@ -412,6 +413,7 @@ impl SimHandle {
     pub fn start(cfg: SimConfig, addrs: &[ListenAddr]) -> Result<SimHandle, SimError> {
         let mut server = SimServer::bind(cfg, addrs)?;
         let addrs = server.local_addrs();
+        let shared = server.shared_drives();
         let stop =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC).map_err(io::Error::from)?;
         let stop_fd = stop.as_fd().try_clone_to_owned()?;
@@ -420,6 +422,7 @@ impl SimHandle {
             .spawn(move || server.run_until(stop_fd.as_fd()))?;
         Ok(SimHandle {
             addrs,
+            shared,
             stop,
             thread: Some(thread),
         })
@@ -428,6 +431,12 @@ impl SimHandle {
     /// The addresses the server listens on (TCP port 0 replaced by the real port).
     pub fn addrs(&self) -> &[ListenAddr] {
         &self.addrs
+    }
+
+    /// The server's drives and clock, to serve them through another front end
+    /// too ([`iscsi::IscsiTarget::start`]).
+    pub fn shared_drives(&self) -> SharedDrives {
+        self.shared.clone()
     }
 
     /// Sends one control request over a fresh connection to the first address.

@@ -149,12 +149,13 @@ pub(super) fn serve(ctx: &Ctx, stream: TcpStream) -> Result<(), SessionError> {
         let Some(pdu) = read_pdu(&mut reader, max)? else {
             return Ok(());
         };
-        let more = c.on_pdu(pdu)?;
+        // Whatever was queued (a Reject before a protocol error, too) goes out first.
+        let more = c.on_pdu(pdu);
         if !c.out.is_empty() {
             writer.write_all(&c.out)?;
             c.out.clear();
         }
-        if !more {
+        if !more? {
             return Ok(());
         }
     }
