@@ -6,3 +6,15 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# Real-kernel device tests in a throw-away guest (sg, NVMe; about 20 s once the
+# guest kernel is cached). They need ../shared/tools/guest-run (the team's tool);
+# IDM_SKIP_GUEST=1 skips them.
+guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
+if [ "${IDM_SKIP_GUEST:-0}" = 1 ]; then
+  echo "test.sh: guest device tests skipped (IDM_SKIP_GUEST=1)"
+elif [ -x "$guest_run" ]; then
+  scripts/guest-test.sh
+else
+  echo "test.sh: guest device tests SKIPPED: no guest-run at $guest_run (set GUEST_RUN)"
+fi

@@ -281,7 +281,13 @@ impl Lockspace {
     /// Sets the LVB that the release of held lock `id` stores on its drives.
     /// Byte 7 is not carried by the drive (IDM.md §5): it reads back as 0.
     pub fn write_lvb(&self, id: LockId, value: Lvb) -> Result<(), EngineError> {
-        self.submit(id, OpRequest::WriteLvb(value), done).wait()
+        self.write_lvb_async(id, value).wait()
+    }
+
+    /// [`Lockspace::write_lvb`] without waiting (no drive command; the reactor
+    /// records the value).
+    pub fn write_lvb_async(&self, id: LockId, value: Lvb) -> OpFuture<()> {
+        self.submit(id, OpRequest::WriteLvb(value), done)
     }
 
     /// Other hosts holding lock `id` on `drives` (maximum over drives), and whether
