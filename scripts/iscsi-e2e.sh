@@ -79,8 +79,10 @@ solo)
     [ $rc = 1 ] || { echo "RESULT error rc=$rc"; exit 1; }
     n=$((n + 1)); sleep 0.5
   done
+  # The drives answer BUSY once the holder expired; Linux requeues BUSY until the
+  # command times out, so a short command timeout makes the take-over quick.
   /root/idm lock --host "host-$role" --lock e2e-contended --mode ex --lease-ms 3000 \
-    --timeout-ms 90000 --hold-ms 500 $disks
+    --timeout-ms 90000 --command-timeout-ms 1500 --hold-ms 500 $disks
   rc=$?
   [ $rc = 0 ] && { echo "RESULT takeover"; exit 0; }
   echo "RESULT error rc=$rc"; exit 1
