@@ -36,6 +36,8 @@ pub struct SimDrive {
     stalled_until: Nanos,
     busy_until: Nanos,
     down_until: Option<Nanos>,
+    /// True time of the last power cycle (while down).
+    down_since: Nanos,
     ghosts: Vec<(LockId, HostId, Nanos)>,
     out: [u8; RECORD_LEN],
     data_in: Vec<u8>,
@@ -52,6 +54,7 @@ impl SimDrive {
             stalled_until: Nanos::ZERO,
             busy_until: Nanos::ZERO,
             down_until: None,
+            down_since: Nanos::ZERO,
             ghosts: Vec::new(),
             out: [0; RECORD_LEN],
             data_in: Vec::new(),
@@ -133,15 +136,26 @@ impl SimDrive {
             }
         }
         self.fw.power_cycle();
+        self.down_since = t;
         self.down_until = Some(self.down_until.map_or(until, |u| u.max(until)));
         self.busy_until = self.busy_until.max(until);
     }
 
-    /// Ends a stall and brings a down drive back at `t` (faults are over).
-    pub fn heal(&mut self, t: Nanos) {
+    /// Ends a stall and brings a down drive back (faults are over): at `t`, but not
+    /// before `min_down` after its last power cycle.
+    ///
+    /// A drive that lost its table must stay away for at least one lease (the
+    /// engine's documented assumption, see the DESIGN NOTE in `idm-engine`): bringing
+    /// it back at once would let a host's lost membership on it be granted to
+    /// another host while the first still validly holds the lock on a bare
+    /// majority. (Healing at `t` unconditionally was a harness bug: it broke that
+    /// assumption at the end of every run with a drive down, and the checker
+    /// reported `UsedWithoutMajority`.)
+    pub fn heal(&mut self, t: Nanos, min_down: Nanos) {
         self.stalled_until = self.stalled_until.min(t);
         if self.is_down(t) {
-            self.down_until = Some(t);
+            let back = t.max(self.down_since + min_down);
+            self.down_until = Some(self.down_until.map_or(back, |u| u.min(back)));
         }
     }
 

@@ -392,7 +392,7 @@ impl Sim {
         self.checker.faults_end = Some(now);
         self.net.calm();
         for d in &mut self.drives {
-            d.heal(now);
+            d.heal(now, self.profile.drive_down_min);
         }
         for h in 0..self.hosts.len() {
             self.hosts[h].paused_until = self.hosts[h].paused_until.min(now);
