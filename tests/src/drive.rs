@@ -159,6 +159,11 @@ impl SimDrive {
         }
     }
 
+    /// Ground truth: the LVB the drive stores for `lock` (`None`: no entry).
+    pub fn stored_lvb(&self, lock: &LockId) -> Option<u64> {
+        self.fw.table().get(lock).map(|e| e.lvb.to_u64())
+    }
+
     /// Ground truth: whether the drive counts `host` as a live member of `lock` at `t`.
     pub fn live_member(&self, lock: &LockId, host: &HostId, t: Nanos) -> bool {
         if self.is_down(t) {
@@ -173,5 +178,43 @@ impl SimDrive {
             .get(lock)
             .and_then(|e| e.members.get(host))
             .is_some_and(|m| m.is_live(now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uring_sg::{Class, MutexOp, Record};
+
+    fn ms(x: u64) -> Nanos {
+        Nanos::from_millis(x)
+    }
+
+    #[test]
+    fn heal_keeps_a_power_cycled_drive_down_for_min_down() {
+        let mut d = SimDrive::new(FirmwareConfig::default(), Clock::new(Nanos::ZERO, ms(0), 0));
+        let lock: LockId = "l".parse().unwrap();
+        let host: HostId = "h".parse().unwrap();
+        let mut rec = Record::new(lock, host, Class::Exclusive);
+        rec.countdown_ms = 1000;
+        d.firmware_mut().apply(0, MutexOp::Trylock, &rec);
+        assert!(d.live_member(&lock, &host, ms(10)));
+        d.power_cycle(ms(100), ms(2100));
+        // Down: the lost membership protects its holder as a ghost until it expires.
+        assert!(d.live_member(&lock, &host, ms(500)));
+        // Faults stop at 300: the drive comes back only 1100 ms after the cycle.
+        d.heal(ms(300), ms(1100));
+        assert!(d.is_down(ms(1199)));
+        assert!(!d.is_down(ms(1200)));
+        assert!(d.arrive(ms(1150)).is_none());
+        assert!(d.arrive(ms(1200)).is_some());
+        // A drive whose own down time is shorter comes back at that time.
+        let mut d = SimDrive::new(FirmwareConfig::default(), Clock::new(Nanos::ZERO, ms(0), 0));
+        d.power_cycle(ms(0), ms(500));
+        d.heal(ms(100), ms(1100));
+        assert!(!d.is_down(ms(500)));
+        // A drive that is up is not touched.
+        d.heal(ms(600), ms(1100));
+        assert!(!d.is_down(ms(600)));
     }
 }
