@@ -385,3 +385,53 @@ fn an_io_error_on_one_path_fails_over_to_the_next() {
     // The opener itself is usable directly too.
     assert_eq!(TwoPaths(array).open("sim0", "c").unwrap().len(), 2);
 }
+
+#[test]
+fn an_acquire_queued_behind_a_release_keeps_the_lock_releasable() {
+    // Regression: the release's outcome used to clear the claim the queued
+    // acquire had set, leaving a held lock that could be neither unlocked nor
+    // released when its lockspace was dropped (the drop then waited forever).
+    let array = SimArray::with_firmware(
+        3,
+        uring_sg::firmware::FirmwareConfig::default(),
+        Some(Arc::new(|| Duration::from_micros(200))),
+    );
+    let engine = Engine::on_array(array.clone(), |c| c.reactors = 1).unwrap();
+    let drives = array.names();
+    let a = space(&engine, "vg", "host-a");
+    let l = id("queued");
+    for _ in 0..20 {
+        a.lock(l, Mode::Exclusive, &drives, no_wait()).unwrap();
+        let release = a.unlock_async(l);
+        let again = a.lock_async(l, Mode::Exclusive, &drives, LockOptions::default());
+        release.wait().unwrap();
+        again.wait().unwrap();
+        a.unlock(l).unwrap();
+    }
+    a.lock(l, Mode::Exclusive, &drives, no_wait()).unwrap();
+    drop(a); // must release and return
+    let b = space(&engine, "vg", "host-b");
+    b.lock(l, Mode::Exclusive, &drives, no_wait()).unwrap();
+}
+
+#[test]
+fn short_leases_with_many_quick_lock_cycles_never_fence() {
+    // Regression: a fencing timer armed for one lock entry fired on a later entry
+    // that reused its slot (same generation), and a fencing check during a
+    // release saw the cleared state as "no validity" and fenced a healthy host.
+    let engine = Engine::simulated(3).unwrap();
+    let drives = engine.simulated_drives();
+    let mut cfg = LockspaceConfig::new("quick").with_lease(Duration::from_millis(600));
+    cfg.host_id = host("host-q");
+    let ls = engine.lockspace(cfg).unwrap();
+    let started = Instant::now();
+    let mut i = 0u32;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let l = id(&format!("q{}", i % 50));
+        ls.lock(l, Mode::Exclusive, &drives, no_wait()).unwrap();
+        ls.unlock(l).unwrap();
+        i += 1;
+    }
+    assert!(!ls.is_fenced(), "fenced after {i} cycles");
+    assert_eq!(engine.stats().unwrap().fences(), 0);
+}

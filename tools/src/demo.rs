@@ -451,13 +451,29 @@ mod tests {
         m.insert(
             0,
             vec![
-                Hold { host: 0, from: at(0), to: at(10) },
-                Hold { host: 1, from: at(10), to: at(20) },
-                Hold { host: 2, from: at(25), to: at(30) },
+                Hold {
+                    host: 0,
+                    from: at(0),
+                    to: at(10),
+                },
+                Hold {
+                    host: 1,
+                    from: at(10),
+                    to: at(20),
+                },
+                Hold {
+                    host: 2,
+                    from: at(25),
+                    to: at(30),
+                },
             ],
         );
         assert_eq!(check_overlaps(&m), 0);
-        m.get_mut(&0).unwrap().push(Hold { host: 1, from: at(5), to: at(8) });
+        m.get_mut(&0).unwrap().push(Hold {
+            host: 1,
+            from: at(5),
+            to: at(8),
+        });
         assert_eq!(check_overlaps(&m), 1);
     }
 }

@@ -101,9 +101,9 @@ struct LockEntry {
     op_gen: u64,
     /// Generation of the renewal and fencing timers.
     lease_gen: u64,
-    /// How much earlier than the cadence this lock renews: a per-lock phase in
-    /// `[0, renew_every / 2]`, so locks acquired in one burst do not renew in one
-    /// burst forever after (each renews every `renew_every - renew_early`).
+    /// How much earlier than the cadence this lock's first renewal comes: a
+    /// per-lock phase in `[0, renew_every / 2]`, so locks acquired in one burst
+    /// do not renew in one burst forever after; later renewals keep the cadence.
     renew_early: Nanos,
     /// A renewal is due and waits for the running operation.
     renew_due: bool,
@@ -155,6 +155,9 @@ pub struct Reactor {
     origin: Instant,
     rng: XorShift64,
     next_incarnation: u64,
+    /// Source of timer generations, unique in this reactor: a timer armed for a
+    /// lock entry never matches a later entry that reuses its slab slot.
+    next_generation: u64,
     stats: ReactorStats,
 }
 
@@ -184,6 +187,7 @@ impl Reactor {
             completed: Vec::new(),
             origin: Instant::now(),
             next_incarnation: 0,
+            next_generation: 0,
             stats: ReactorStats::new(),
         })
     }
@@ -223,6 +227,12 @@ impl Reactor {
             self.completed = completed;
         }
         tracing::debug!(reactor = self.cfg.index, "reactor stopped");
+    }
+
+    /// A timer generation never used before in this reactor.
+    fn new_generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
     }
 
     /// Monotonic now.
@@ -462,7 +472,15 @@ impl Reactor {
             }
         };
         let now = self.now();
+        let generation = self.new_generation();
         let e = &mut self.locks[k];
+        if matches!(req, OpRequest::Release) {
+            // The protocol stops trusting the lease the moment a release starts
+            // (it clears the lock state): no renewal, no fencing check from here.
+            e.held = false;
+            e.renew_due = false;
+            e.lease_gen = generation;
+        }
         let running = e.running.insert(Running {
             op,
             caller,
@@ -478,9 +496,10 @@ impl Reactor {
     fn apply_actions(&mut self, k: usize) {
         let timer = self.actions.timer;
         let mut cmds = std::mem::take(&mut self.actions.commands);
+        let generation = self.new_generation();
         let (incarnation, ls) = {
             let e = &mut self.locks[k];
-            e.op_gen += 1;
+            e.op_gen = generation;
             if let Some(at) = timer {
                 self.timers.arm(Timer {
                     at,
@@ -620,10 +639,9 @@ impl Reactor {
             match kind {
                 OpKind::Acquire if ok => e.held = true,
                 OpKind::Acquire => e.claimed = false,
-                OpKind::Release => {
-                    e.held = false;
-                    e.claimed = false;
-                }
+                // `claimed` was cleared when the release was requested; an
+                // acquire queued behind this release has set it again since.
+                OpKind::Release => e.held = false,
                 OpKind::Renew if ok => self.stats.renewals += 1,
                 OpKind::Renew => self.stats.renew_failures += 1,
                 _ => {}
@@ -681,11 +699,12 @@ impl Reactor {
     /// fences at once if the lease is already too close to its end.
     fn arm_lease(&mut self, k: usize) {
         let now = self.mono();
+        let generation = self.new_generation();
         let e = &mut self.locks[k];
         let Some(lse) = self.lockspaces.get(&e.ls) else {
             return;
         };
-        e.lease_gen += 1;
+        e.lease_gen = generation;
         let validity = lse.policy.validity(&e.state);
         if lse.policy.should_fence(now, validity) {
             let (shared, id) = (lse.shared.clone(), e.id);
@@ -699,7 +718,11 @@ impl Reactor {
             generation: e.lease_gen,
         });
         self.timers.arm(Timer {
-            at: lse.policy.next_renewal(&e.state) - e.renew_early,
+            at: renewal_slot(if e.state.last_renewal.is_none() {
+                lse.policy.next_renewal(&e.state) - e.renew_early
+            } else {
+                lse.policy.next_renewal(&e.state)
+            }),
             kind: TimerKind::Renew,
             lock: k,
             generation: e.lease_gen,
@@ -788,7 +811,7 @@ impl Reactor {
                 q.done.complete(Err(EngineError::Stopped));
             }
             e.renew_due = false;
-            if release && e.claimed {
+            if release && (e.claimed || e.held) {
                 e.claimed = false;
                 if e.running.is_some() {
                     e.queue.push_back(Queued {
@@ -843,6 +866,15 @@ impl Reactor {
             .collect();
         s
     }
+}
+
+/// Renewals are due on a grid of this step (rounded down, so never late): locks
+/// whose renewals fall in one step go out in one loop turn, one submission.
+const RENEWAL_GRID: Nanos = Nanos::from_millis(2);
+
+/// `at` rounded down to the renewal grid.
+fn renewal_slot(at: Nanos) -> Nanos {
+    Nanos(at.0 - at.0 % RENEWAL_GRID.0)
 }
 
 /// The value a caller gets when its operation is dropped unfinished.
