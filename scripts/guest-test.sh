@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-guest_run=${GUEST_RUN:-/work/shared/tools/guest-run}
+guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
 
 bin=$(cargo test -p uring-sg --test guest_devices --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*guest_devices[^"]*\)".*/\1/p' | tail -1)
@@ -28,6 +28,15 @@ export IDM_TEST_NVME=/dev/nvme0
 for b in /dev/bsg/*; do [ -e "$b" ] && { export IDM_TEST_BSG="$b"; break; }; done
 echo "guest: kernel $(uname -r); sg=$IDM_TEST_SG nvme=$IDM_TEST_NVME bsg=${IDM_TEST_BSG:-none}"
 /root/idm doctor || { echo "guest: idm doctor failed"; exit 1; }
+# The whole engine (discovery, the sg transport on a reactor's ring, the quorum
+# protocol) against a real kernel: scsi_debug and QEMU's NVMe are not IDM drives,
+# so a lock must fail with "not an IDM drive" (exit 2), never hang or crash.
+disk=$(ls /sys/block | grep '^sd' | head -1)
+for dev in /dev/$disk /dev/nvme0n1; do
+  out=$(/root/idm lock --host guest --lock e2e --no-wait --timeout-ms 3000 "$dev" 2>&1); rc=$?
+  echo "guest: idm lock $dev -> exit $rc: $out"
+  [ $rc -eq 2 ] && echo "$out" | grep -q "not an IDM drive" || { echo "guest: idm lock on $dev: unexpected answer"; exit 1; }
+done
 exec /root/guest_devices --test-threads=1 --nocapture "$@"
 WRAP
 chmod +x "$work/run-guest-tests"

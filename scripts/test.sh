@@ -8,3 +8,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # The benchmarks' smoke run: tiny sizes, no timing assertions (keeps them working).
 cargo run -p idm-bench --locked -- --quick
+
+# Real-kernel device tests in a throw-away guest (sg, NVMe; about 20 s once the
+# guest kernel is cached). They need ../shared/tools/guest-run (the team's tool);
+# IDM_SKIP_GUEST=1 skips them.
+guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
+if [ "${IDM_SKIP_GUEST:-0}" = 1 ]; then
+  echo "test.sh: guest device tests skipped (IDM_SKIP_GUEST=1)"
+elif [ -x "$guest_run" ]; then
+  scripts/guest-test.sh
+else
+  echo "test.sh: guest device tests SKIPPED: no guest-run at $guest_run (set GUEST_RUN)"
+fi

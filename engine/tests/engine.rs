@@ -307,3 +307,81 @@ fn injected_faults_fail_commands_with_eio() {
     ls.lock(id("inj"), Mode::Exclusive, &drives, no_wait())
         .unwrap();
 }
+
+/// A path that fails every command with an I/O error (a dead HBA port).
+struct DeadPath(Vec<u64>);
+
+impl uring_sg::transport::Transport for DeadPath {
+    fn name(&self) -> &str {
+        "dead-path"
+    }
+    fn enqueue(
+        &mut self,
+        tag: u64,
+        _: &uring_sg::transport::Request,
+        _: Instant,
+    ) -> Result<(), uring_sg::transport::EnqueueError> {
+        self.0.push(tag);
+        Ok(())
+    }
+    fn prepare(&mut self, _: &mut dyn uring_sg::transport::SqSink) {}
+    fn on_cqe(
+        &mut self,
+        _: u64,
+        _: &uring_sg::transport::Cqe,
+        _: &mut dyn FnMut(uring_sg::transport::Completion),
+    ) {
+    }
+    fn expire(&mut self, _: Instant, done: &mut dyn FnMut(uring_sg::transport::Completion)) {
+        for tag in self.0.drain(..) {
+            done(uring_sg::transport::Completion {
+                tag,
+                reply: uring_sg::transport::Reply::err(uring_sg::DriveError::Io(5)),
+            });
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        (!self.0.is_empty()).then(Instant::now)
+    }
+    fn in_flight(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Every drive reachable through a dead path first and a working one second.
+struct TwoPaths(Arc<SimArray>);
+
+impl idm_engine::api::DriveOpener for TwoPaths {
+    fn open(
+        &self,
+        name: &str,
+        client: &str,
+    ) -> Result<Vec<Box<dyn uring_sg::transport::Transport>>, EngineError> {
+        let mut good = self.0.open(name, client)?;
+        let mut paths: Vec<Box<dyn uring_sg::transport::Transport>> =
+            vec![Box::new(DeadPath(Vec::new()))];
+        paths.append(&mut good);
+        Ok(paths)
+    }
+}
+
+#[test]
+fn an_io_error_on_one_path_fails_over_to_the_next() {
+    use idm_engine::api::DriveOpener;
+    let array = SimArray::new(3);
+    let mut cfg = idm_engine::api::EngineConfig::new(Arc::new(TwoPaths(array.clone())));
+    cfg.reactors = 1;
+    let engine = Engine::start(cfg).unwrap();
+    let a = space(&engine, "vg", "host-a");
+    let drives = array.names();
+    a.lock(id("mp"), Mode::Exclusive, &drives, no_wait())
+        .unwrap();
+    a.unlock(id("mp")).unwrap();
+    let s = engine.stats().unwrap();
+    for (name, h) in s.drives() {
+        assert_eq!(h.failovers, 1, "{name}: {h:?}");
+        assert_eq!(h.consecutive_errors, 0, "{name}: {h:?}");
+    }
+    // The opener itself is usable directly too.
+    assert_eq!(TwoPaths(array).open("sim0", "c").unwrap().len(), 2);
+}

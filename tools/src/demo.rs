@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     rounds: u32,
     /// Distinct locks in the throughput run.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 2_000)]
     locks: u32,
     /// Reactor threads (default: one per core, at most 4).
     #[arg(long)]

@@ -15,6 +15,7 @@ mod demo;
 mod doctor;
 mod dump;
 mod fault;
+mod lock;
 mod sim;
 
 /// The idm-engine command line.
@@ -32,6 +33,8 @@ enum Command {
     Demo(demo::Args),
     /// Check what this machine offers: kernel, io_uring, transports, drives.
     Doctor(doctor::Args),
+    /// Take one lock through the engine, hold it, release it.
+    Lock(lock::Args),
     /// Run an IDM drive simulator until SIGINT/SIGTERM.
     Sim(sim::Args),
     /// Inject or heal a fault on a simulated drive.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Lock(a) => lock::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),

@@ -19,6 +19,12 @@ use super::EngineError;
 pub trait DriveOpener: Send + Sync {
     /// Opens every path of drive `name`.
     fn open(&self, name: &str, client: &str) -> Result<Vec<Box<dyn Transport>>, EngineError>;
+
+    /// Whether the reactors' rings must take 128-byte entries (`uring_cmd`
+    /// transports: NVMe, bsg).
+    fn needs_sqe128(&self) -> bool {
+        false
+    }
 }
 
 /// How the engine is built. Start from [`EngineConfig::default`].

@@ -129,7 +129,7 @@ impl Engine {
             reactors.push(ReactorHandle { tx, wake });
             threads.push(t);
         }
-        tracing::info!(reactors = cfg.reactors, name = %cfg.name, "engine started");
+        tracing::debug!(reactors = cfg.reactors, name = %cfg.name, "engine started");
         Ok(Engine {
             inner: Arc::new(Inner {
                 reactors,

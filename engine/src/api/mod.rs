@@ -17,6 +17,7 @@
 //! ```
 
 mod config;
+mod devices;
 mod engine;
 mod error;
 mod lockspace;
@@ -27,6 +28,7 @@ mod stats;
 pub use config::{
     default_host_id, DriveOpener, EngineConfig, FenceAction, LockOptions, LockspaceConfig,
 };
+pub use devices::DeviceOpener;
 pub use engine::Engine;
 pub use error::EngineError;
 pub use lockspace::{Lockspace, LockspaceShared, OpFuture};

@@ -22,6 +22,7 @@ pub mod drives;
 pub mod msg;
 pub mod op;
 pub mod ops;
+pub mod ring;
 pub mod stats;
 pub mod timers;
 pub mod wake;
@@ -33,7 +34,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{Receiver, TryRecvError};
 use slab::Slab;
-use uring_sg::driver::Driver;
 use uring_sg::transport::{Completion, EnqueueError, Reply, Request};
 use uring_sg::{DriveError, LockId};
 
@@ -45,6 +45,7 @@ use crate::time::Nanos;
 use drives::DriveRegistry;
 use msg::{LockspaceId, Msg, OpRequest, OpResult};
 use op::{DynOp, OpKind, OpOutput};
+use ring::Ring;
 use stats::ReactorStats;
 use timers::{Timer, TimerKind, Timers};
 use wake::{Wake, WakeSource, WAKE_TAG};
@@ -100,6 +101,10 @@ struct LockEntry {
     op_gen: u64,
     /// Generation of the renewal and fencing timers.
     lease_gen: u64,
+    /// How much earlier than the cadence this lock renews: a per-lock phase in
+    /// `[0, renew_every / 2]`, so locks acquired in one burst do not renew in one
+    /// burst forever after (each renews every `renew_every - renew_early`).
+    renew_early: Nanos,
     /// A renewal is due and waits for the running operation.
     renew_due: bool,
     /// Held by this host (after a successful acquire, until release).
@@ -132,7 +137,7 @@ pub struct Reactor {
     cfg: ReactorConfig,
     rx: Receiver<Msg>,
     wake: Arc<Wake>,
-    driver: Driver,
+    driver: Ring,
     registry: DriveRegistry,
     locks: Slab<LockEntry>,
     index: HashMap<(LockspaceId, LockId), usize>,
@@ -157,7 +162,7 @@ impl Reactor {
     /// Builds a reactor (its ring and wake-up source); run it with [`Reactor::run`]
     /// on its own thread.
     pub fn new(cfg: ReactorConfig, rx: Receiver<Msg>, wake: Arc<Wake>) -> std::io::Result<Self> {
-        let mut driver = Driver::new(cfg.ring_entries)?;
+        let mut driver = Ring::new(cfg.ring_entries, cfg.opener.needs_sqe128())?;
         driver.add(Box::new(WakeSource::new(wake.clone())));
         let registry = DriveRegistry::new(cfg.opener.clone(), cfg.client.clone());
         Ok(Reactor {
@@ -379,6 +384,7 @@ impl Reactor {
             .ok_or_else(|| EngineError::InvalidArgument("unknown lockspace".into()))?;
         let host_id = lse.shared.host_id;
         let countdown_ms = lse.shared.lease_ms;
+        let lse_renew_every = lse.policy.renew_every;
         let mut drives = Vec::with_capacity(names.len());
         for name in names {
             let driver = &mut self.driver;
@@ -398,6 +404,7 @@ impl Reactor {
         };
         self.next_incarnation += 1;
         let seed = self.rng.next_u64();
+        let renew_early = Nanos(self.rng.range(0, lse_renew_every.0 / 2));
         Ok(self.locks.insert(LockEntry {
             ls,
             id: lock,
@@ -408,6 +415,7 @@ impl Reactor {
             queue: VecDeque::new(),
             op_gen: 0,
             lease_gen: 0,
+            renew_early,
             renew_due: false,
             held: false,
             claimed: false,
@@ -691,7 +699,7 @@ impl Reactor {
             generation: e.lease_gen,
         });
         self.timers.arm(Timer {
-            at: lse.policy.next_renewal(&e.state),
+            at: lse.policy.next_renewal(&e.state) - e.renew_early,
             kind: TimerKind::Renew,
             lock: k,
             generation: e.lease_gen,

@@ -24,6 +24,7 @@ use slab::Slab;
 use crate::codec::answer::libc_errno;
 use crate::codec::{DriveError, RECORD_LEN};
 use crate::firmware::{Firmware, FirmwareConfig};
+use crate::transport::deadlines::Deadlines;
 use crate::transport::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Transport};
 
 /// One simulated drive shared by the transports (reactors) that talk to it.
@@ -106,15 +107,29 @@ impl MemDrive {
 /// How long an in-process drive takes to answer.
 pub type LatencyFn = Box<dyn FnMut() -> Duration + Send>;
 
-/// A command executed and waiting for its completion to come through the ring.
-struct Done {
+/// Where one command is.
+enum State {
+    /// Accepted, not yet executed (the next `prepare` runs it).
+    Queued(Request),
+    /// The drive is down: no answer will come; the deadline ends it.
+    Silent,
+    /// Executed; the completion entry is in the ring (`pushed`) or waits for room.
+    Answered {
+        reply: Reply,
+        /// Timeout spec of a delayed reply (boxed: its address must not move while
+        /// the slab grows); `None` answers with a NOP, allocation-free.
+        ts: Option<Box<types::Timespec>>,
+        pushed: bool,
+    },
+    /// Reported as timed out while its entry was still in the ring.
+    Expired,
+}
+
+/// One command.
+struct Slot {
     tag: u64,
-    reply: Option<Reply>,
-    deadline: Instant,
-    /// Timeout spec for a delayed reply (boxed so its address is stable while the
-    /// slab grows); `None` answers with a NOP, allocation-free.
-    ts: Option<Box<types::Timespec>>,
-    pushed: bool,
+    seq: u64,
+    state: State,
 }
 
 /// The [`Transport`] of one [`MemDrive`] for one reactor.
@@ -122,10 +137,15 @@ pub struct MemTransport {
     drive: Arc<MemDrive>,
     name: String,
     latency: Option<LatencyFn>,
-    queued: VecDeque<(u64, Request, Instant)>,
-    slots: Slab<Done>,
+    slots: Slab<Slot>,
+    /// Slots to execute at the next `prepare`, with their sequence numbers.
+    queued: VecDeque<(usize, u64)>,
     /// Slots executed but not yet pushed (the SQ was full).
-    unpushed: VecDeque<usize>,
+    unpushed: VecDeque<(usize, u64)>,
+    deadlines: Deadlines,
+    seq: u64,
+    /// Commands accepted and not yet reported.
+    live: usize,
     out: Box<[u8; RECORD_LEN]>,
     data_in: Vec<u8>,
     max_in_flight: usize,
@@ -138,12 +158,15 @@ impl MemTransport {
             name: drive.name.clone(),
             drive,
             latency: None,
-            queued: VecDeque::new(),
             slots: Slab::new(),
+            queued: VecDeque::new(),
             unpushed: VecDeque::new(),
+            deadlines: Deadlines::new(),
+            seq: 0,
+            live: 0,
             out: Box::new([0; RECORD_LEN]),
             data_in: Vec::new(),
-            max_in_flight: 4096,
+            max_in_flight: 65536,
         }
     }
 
@@ -159,20 +182,44 @@ impl MemTransport {
         self
     }
 
+    /// Whether slot `k` still holds command `seq`.
+    fn holds(&self, k: usize, seq: u64) -> bool {
+        self.slots.get(k).is_some_and(|s| s.seq == seq)
+    }
+
     /// Pushes slot `k`'s completion entry; `false` if the SQ is full.
     fn push(&mut self, k: usize, sink: &mut dyn SqSink) -> bool {
         let token = sink.token(k as u64);
-        let slot = &mut self.slots[k];
-        let entry = match &slot.ts {
+        let State::Answered { ts, pushed, .. } = &mut self.slots[k].state else {
+            return true;
+        };
+        let entry = match ts {
             None => opcode::Nop::new().build().user_data(token),
             Some(ts) => opcode::Timeout::new(&**ts).build().user_data(token),
         };
-        // SAFETY: a NOP points at nothing; a TIMEOUT points at `slot.ts`, boxed
-        // (stable address) and kept in `slots` until this entry's completion
-        // arrives in `on_cqe` (expire never frees a pushed slot).
-        let ok = unsafe { sink.push(&entry) };
-        slot.pushed = ok;
-        ok
+        // SAFETY: a NOP points at nothing; a TIMEOUT points at the boxed timespec,
+        // kept in `slots` until this entry's completion arrives in `on_cqe`
+        // (expire marks a pushed slot Expired but never frees it).
+        *pushed = unsafe { sink.push(&entry) };
+        *pushed
+    }
+
+    /// Reports slot `k` as timed out.
+    fn time_out(&mut self, k: usize, done: &mut dyn FnMut(Completion)) {
+        let slot = &mut self.slots[k];
+        let tag = slot.tag;
+        if matches!(slot.state, State::Answered { pushed: true, .. }) {
+            // The entry is in the ring: keep the slot (and its timespec) until
+            // the completion comes.
+            slot.state = State::Expired;
+        } else {
+            self.slots.remove(k);
+        }
+        self.live -= 1;
+        done(Completion {
+            tag,
+            reply: Reply::err(DriveError::Timeout),
+        });
     }
 }
 
@@ -182,42 +229,54 @@ impl Transport for MemTransport {
     }
 
     fn enqueue(&mut self, tag: u64, req: &Request, deadline: Instant) -> Result<(), EnqueueError> {
-        if self.in_flight() >= self.max_in_flight {
+        if self.live >= self.max_in_flight {
             return Err(EnqueueError::Full);
         }
-        self.queued.push_back((tag, *req, deadline));
+        self.seq += 1;
+        let seq = self.seq;
+        let k = self.slots.insert(Slot {
+            tag,
+            seq,
+            state: State::Queued(*req),
+        });
+        self.queued.push_back((k, seq));
+        self.live += 1;
+        let slots = &self.slots;
+        self.deadlines
+            .push(deadline, k as u64, seq, self.live, |k, q| {
+                slots.get(k as usize).is_some_and(|s| s.seq == q)
+            });
         Ok(())
     }
 
     fn prepare(&mut self, sink: &mut dyn SqSink) {
-        while let Some(&k) = self.unpushed.front() {
-            if !self.push(k, sink) {
+        while let Some(&(k, seq)) = self.unpushed.front() {
+            if self.holds(k, seq) && !self.push(k, sink) {
                 return;
             }
             self.unpushed.pop_front();
         }
         let down = self.drive.down.load(Ordering::SeqCst);
-        while let Some((tag, req, deadline)) = self.queued.pop_front() {
-            let (reply, delay) = if down {
-                // No answer: the slot waits for its deadline.
-                (None, Duration::ZERO)
-            } else {
-                let r = self.drive.execute(&req, &mut self.out, &mut self.data_in);
-                let d = self.latency.as_mut().map_or(Duration::ZERO, |f| f());
-                (Some(r), d)
-            };
-            let k = self.slots.insert(Done {
-                tag,
-                reply,
-                deadline,
-                ts: (!delay.is_zero()).then(|| Box::new(types::Timespec::from(delay))),
-                pushed: false,
-            });
-            if down {
+        while let Some((k, seq)) = self.queued.pop_front() {
+            if !self.holds(k, seq) {
                 continue;
             }
+            let State::Queued(req) = &self.slots[k].state else {
+                continue;
+            };
+            if down {
+                self.slots[k].state = State::Silent;
+                continue;
+            }
+            let reply = self.drive.execute(req, &mut self.out, &mut self.data_in);
+            let delay = self.latency.as_mut().map_or(Duration::ZERO, |f| f());
+            self.slots[k].state = State::Answered {
+                reply,
+                ts: (!delay.is_zero()).then(|| Box::new(types::Timespec::from(delay))),
+                pushed: false,
+            };
             if !self.push(k, sink) {
-                self.unpushed.push_back(k);
+                self.unpushed.push_back((k, seq));
                 return;
             }
         }
@@ -229,7 +288,8 @@ impl Transport for MemTransport {
             return;
         }
         let slot = self.slots.remove(k);
-        if let Some(reply) = slot.reply {
+        if let State::Answered { reply, .. } = slot.state {
+            self.live -= 1;
             done(Completion {
                 tag: slot.tag,
                 reply,
@@ -238,58 +298,23 @@ impl Transport for MemTransport {
     }
 
     fn expire(&mut self, now: Instant, done: &mut dyn FnMut(Completion)) {
-        for (_, slot) in self.slots.iter_mut() {
-            if slot.deadline <= now && slot.reply.is_some() && slot.pushed {
-                // The modelled latency outlived the command's timeout: the host
-                // sees a timeout; the entry's completion later frees the slot.
-                slot.reply = None;
-                done(Completion {
-                    tag: slot.tag,
-                    reply: Reply::err(DriveError::Timeout),
-                });
-            }
-        }
-        let dead: Vec<usize> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| !s.pushed && s.deadline <= now)
-            .map(|(k, _)| k)
-            .collect();
-        for k in dead {
-            let s = self.slots.remove(k);
-            self.unpushed.retain(|&u| u != k);
-            done(Completion {
-                tag: s.tag,
-                reply: Reply::err(DriveError::Timeout),
-            });
-        }
-        while self.queued.front().is_some_and(|q| q.2 <= now) {
-            if let Some((tag, _, _)) = self.queued.pop_front() {
-                done(Completion {
-                    tag,
-                    reply: Reply::err(DriveError::Timeout),
-                });
+        while let Some((k, seq)) = self.deadlines.pop_due(now) {
+            let k = k as usize;
+            if self.holds(k, seq) && !matches!(self.slots[k].state, State::Expired) {
+                self.time_out(k, done);
             }
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let q = self.queued.iter().map(|q| q.2);
-        let s = self
-            .slots
-            .iter()
-            .filter(|(_, s)| s.reply.is_some() || !s.pushed)
-            .map(|(_, s)| s.deadline);
-        q.chain(s).min()
+        if self.live == 0 {
+            return None;
+        }
+        self.deadlines.next()
     }
 
     fn in_flight(&self) -> usize {
-        self.queued.len()
-            + self
-                .slots
-                .iter()
-                .filter(|(_, s)| s.reply.is_some() || !s.pushed)
-                .count()
+        self.live
     }
 }
 

@@ -20,6 +20,7 @@
 //! `Vec` (reads are not on the hot path).
 
 pub mod bsg;
+pub mod deadlines;
 pub mod mem;
 pub mod nvme;
 mod pool;

@@ -29,6 +29,7 @@ use io_uring::opcode;
 use io_uring::types;
 use slab::Slab;
 
+use super::deadlines::Deadlines;
 use super::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Transport};
 use crate::codec::answer::libc_errno;
 use crate::codec::{CommandKind, Condition, DriveError, ScsiStatus, RECORD_LEN};
@@ -50,7 +51,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Pending {
     tag: u64,
     wire: u64,
-    deadline: Instant,
     kind: CommandKind,
 }
 
@@ -60,6 +60,8 @@ pub struct SimTransport {
     fd: OwnedFd,
     drive: u32,
     pending: Slab<Pending>,
+    /// Deadlines of `pending`, keyed by slot and wire tag.
+    deadlines: Deadlines,
     generation: u32,
     /// Frames not yet handed to a SEND.
     out: Vec<u8>,
@@ -105,6 +107,7 @@ impl SimTransport {
             fd: s.into_fd(),
             drive,
             pending: Slab::with_capacity(1024),
+            deadlines: Deadlines::new(),
             generation: 0,
             out: Vec::with_capacity(RBUF_INITIAL),
             sending: Vec::with_capacity(RBUF_INITIAL),
@@ -229,9 +232,13 @@ impl Transport for SimTransport {
         self.pending.insert(Pending {
             tag,
             wire,
-            deadline,
             kind: req.kind(),
         });
+        let pending = &self.pending;
+        self.deadlines
+            .push(deadline, slot as u64, wire, pending.len(), |k, w| {
+                pending.get(k as usize).is_some_and(|p| p.wire == w)
+            });
         Ok(())
     }
 
@@ -316,24 +323,26 @@ impl Transport for SimTransport {
         while let Some(c) = self.failed.pop_front() {
             done(c);
         }
-        self.pending.retain(|_, p| {
-            if p.deadline <= now {
+        while let Some((slot, wire)) = self.deadlines.pop_due(now) {
+            let slot = slot as usize;
+            if self.pending.get(slot).is_some_and(|p| p.wire == wire) {
+                let p = self.pending.remove(slot);
                 done(Completion {
                     tag: p.tag,
                     reply: Reply::err(DriveError::Timeout),
                 });
-                false
-            } else {
-                true
             }
-        });
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         if !self.failed.is_empty() {
             return Some(Instant::now());
         }
-        self.pending.iter().map(|(_, p)| p.deadline).min()
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.deadlines.next()
     }
 
     fn in_flight(&self) -> usize {
