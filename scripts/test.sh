@@ -9,7 +9,7 @@ cargo test --workspace --locked
 # The benchmarks' smoke run: tiny sizes, no timing assertions (keeps them working).
 cargo run -p idm-bench --locked -- --quick
 
-# Real-kernel device tests in a throw-away guest (sg, NVMe; about 20 s once the
+# Real-kernel tests in throw-away guests (sg, NVMe, iSCSI; about 70 s once the
 # guest kernel is cached). They need ../shared/tools/guest-run (the team's tool);
 # IDM_SKIP_GUEST=1 skips them.
 guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
@@ -17,6 +17,9 @@ if [ "${IDM_SKIP_GUEST:-0}" = 1 ]; then
   echo "test.sh: guest device tests skipped (IDM_SKIP_GUEST=1)"
 elif [ -x "$guest_run" ]; then
   scripts/guest-test.sh
+  # Simulated IDM drives over iSCSI in real guests: the engine through the
+  # kernel's SCSI stack, quorum, two-host contention and take-over (about 45 s).
+  scripts/iscsi-e2e.sh
 else
   echo "test.sh: guest device tests SKIPPED: no guest-run at $guest_run (set GUEST_RUN)"
 fi

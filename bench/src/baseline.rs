@@ -379,3 +379,46 @@ impl Drop for Baseline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uring_sg::sim::{ListenAddr, SimConfig, SimHandle};
+
+    #[test]
+    fn baseline_locks_counts_renews_and_releases_through_the_simulator() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.sock");
+        let sim =
+            SimHandle::start(SimConfig::with_drives(3), &[ListenAddr::Unix(path.clone())]).unwrap();
+        let drives: Vec<String> = (0..3).map(|i| format!("sim{i}")).collect();
+        let a = Baseline::new(
+            "a",
+            path.clone(),
+            HostId::from_slice(b"host-a").unwrap(),
+            60_000,
+        );
+        let b = Baseline::new("b", path, HostId::from_slice(b"host-b").unwrap(), 60_000);
+        let id = LockId::from_slice(b"vg-lv").unwrap();
+        a.lock(id, Mode::Exclusive, &drives, Duration::from_secs(5))
+            .unwrap();
+        // One connection per command: every drive got one trylock.
+        assert_eq!(a.commands(), 3);
+        // B cannot take it, and sees one other holder (two round trips per drive).
+        assert!(matches!(
+            b.lock(id, Mode::Exclusive, &drives, Duration::from_millis(5)),
+            Err(BaselineError::NoMajority {
+                granted: 0,
+                drives: 3
+            })
+        ));
+        assert_eq!(b.host_count(id, &drives).unwrap(), 1);
+        a.renew(id, Mode::Exclusive, &drives).unwrap();
+        a.unlock(id, Mode::Exclusive, &drives).unwrap();
+        // Released and destroyed: B takes it at once.
+        b.lock(id, Mode::Exclusive, &drives, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(a.host_count(id, &drives).unwrap(), 1);
+        drop(sim);
+    }
+}

@@ -127,12 +127,31 @@ pub fn socket_rig(
         c.command_timeout = Duration::from_secs(30);
     })?;
     let drives = engine.simulated_drives();
+    tight_timers(SIM);
     Ok(Rig {
         engine,
         path: Some(path),
         drives,
         _dir: Some(dir),
     })
+}
+
+/// Sets the timer slack of this process's threads named `prefix*` to 1 ns
+/// (`/proc/self/task/<tid>/timerslack_ns`; Linux's default is 50 µs). The
+/// simulator delays replies with its ring's wait timeout, and the in-process
+/// drives with io_uring timeouts on the reactor's ring: with the default slack a
+/// modelled 100 µs reply could arrive up to 50 µs late, which would be charged
+/// to the engine. Best effort: without permission the default stays.
+pub fn tight_timers(prefix: &str) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            let _ = std::fs::write(e.path().join("timerslack_ns"), "1");
+        }
+    }
 }
 
 /// A latency function for in-process drives drawing from `latency`.
@@ -162,6 +181,7 @@ pub fn inproc_rig(
         c.seed = seed;
         c.command_timeout = Duration::from_secs(30);
     })?;
+    tight_timers(REACTOR);
     Ok(Rig {
         engine,
         path: None,

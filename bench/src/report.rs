@@ -200,12 +200,12 @@ impl Report {
                 );
                 push(
                     format!(
-                        "renewal sweep, {} locks every {} s, {} latency",
+                        "renewal host CPU per lock, {} locks every {} s, {} latency",
                         ren.locks, ren.cadence_s, ren.model
                     ),
-                    ren.sweep_s,
-                    b.sweep_s,
-                    "s",
+                    ren.cpu_us_per_renewal,
+                    b.cpu_us_per_renewal,
+                    "µs",
                     true,
                 );
             }
@@ -255,13 +255,13 @@ impl Report {
             goal: "100,000 locks on 8 drives renewed every 10 s within 25% of one core".into(),
             measured: big.map_or("-".into(), |r| {
                 format!(
-                    "{:.1}% of a core (sweep {:.2} s, {} failures)",
+                    "{:.1}% of a core ({} renewals in one cadence, {} failures)",
                     r.cpu_share * 100.0,
-                    r.sweep_s,
+                    r.renewals,
                     r.renew_failures
                 )
             }),
-            met: big.map(|r| r.cpu_share < 0.25 && r.renew_failures == 0),
+            met: big.map(|r| r.cpu_share < 0.25 && r.renew_failures == 0 && r.error.is_none()),
         });
         t.push(Target {
             goal: "modelled latency: lock latency within 10% of the order-statistic floor".into(),
@@ -381,13 +381,13 @@ impl Report {
             for r in &self.renewal {
                 let _ = writeln!(
                     s,
-                    "{:<6} {:<15} {:>7} {:>6}s {:>9.2} {:>9.3} {:>9} {:>6} {:>8.1}% {:>8.1}% {:>10.2} {:>9.0} {:>5}",
+                    "{:<6} {:<15} {:>7} {:>6}s {:>9.2} {:>9} {:>9} {:>6} {:>8.1}% {:>8.1}% {:>10.2} {:>9.0} {:>5}",
                     r.model,
                     r.side.name(),
                     r.locks,
                     r.cadence_s,
                     r.acquire_s,
-                    r.sweep_s,
+                    r.sweep_s.map_or("-".to_string(), |v| format!("{v:.3}")),
                     r.renewals,
                     r.renew_failures,
                     r.cpu_share * 100.0,
@@ -396,6 +396,9 @@ impl Report {
                     r.renew_p99_us,
                     if r.keeps_up { "yes" } else { "NO" }
                 );
+                if let Some(e) = &r.error {
+                    let _ = writeln!(s, "       ^ failed: {e}");
+                }
             }
         }
         if !self.contention.is_empty() {

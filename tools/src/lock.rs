@@ -45,6 +45,11 @@ pub struct Args {
     /// Give up acquiring after this long, ms.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
+    /// Time one drive command may take, ms. On Linux a drive's BUSY answer comes
+    /// back as a timeout (the SCSI layer requeues BUSY), so this bounds how long
+    /// taking over from an expired holder takes on real drives.
+    #[arg(long, default_value_t = 5_000)]
+    command_timeout_ms: u64,
     /// Fail at once with "busy" on live contention.
     #[arg(long)]
     no_wait: bool,
@@ -96,11 +101,16 @@ impl Report {
 
 /// Runs `idm lock`.
 pub fn run(args: Args) -> ExitCode {
+    let command_timeout = Duration::from_millis(args.command_timeout_ms.max(1));
     let engine = match &args.sim {
-        Some(addr) => Engine::on_sim_server(addr, |c| c.reactors = 1),
+        Some(addr) => Engine::on_sim_server(addr, |c| {
+            c.reactors = 1;
+            c.command_timeout = command_timeout;
+        }),
         None => {
             let mut cfg = EngineConfig::new(Arc::new(DeviceOpener::new()));
             cfg.reactors = 1;
+            cfg.command_timeout = command_timeout;
             Engine::start(cfg)
         }
     };

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use uring_sg::firmware::FirmwareConfig;
-use uring_sg::sim::{Latency, SimConfig, SimServer};
+use uring_sg::sim::iscsi::{IscsiConfig, IscsiTarget};
+use uring_sg::sim::{Latency, ListenAddr, SimConfig, SimServer};
 
 use crate::common::{fail, parse_addr, DEFAULT_SIM};
 
@@ -33,6 +34,16 @@ pub struct Args {
     /// Records each drive's table holds.
     #[arg(long, default_value_t = FirmwareConfig::default().capacity)]
     capacity: usize,
+    /// Also serve every drive as an iSCSI target on tcp:HOST:PORT (port 0: any
+    /// free port), IQN iqn.2026-11.org.idm-engine:<drive>, one LUN each.
+    #[arg(long, value_name = "tcp:HOST:PORT")]
+    iscsi: Option<String>,
+    /// Size of each iSCSI LUN's data area, MiB.
+    #[arg(long, default_value_t = 64)]
+    lun_size_mib: u64,
+    /// Keep each LUN's data in DIR/<drive>.img instead of sparse RAM.
+    #[arg(long, value_name = "DIR")]
+    backing: Option<std::path::PathBuf>,
 }
 
 /// Runs `idm sim`.
@@ -76,10 +87,35 @@ pub fn run(a: Args) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let iscsi = match &a.iscsi {
+        None => None,
+        Some(spec) => {
+            let addr = match parse_addr(spec) {
+                Ok(ListenAddr::Tcp(x)) => x,
+                Ok(_) => return fail(format!("--iscsi wants tcp:HOST:PORT, not `{spec}`")),
+                Err(e) => return fail(e),
+            };
+            let icfg = IscsiConfig {
+                lun_bytes: a.lun_size_mib.saturating_mul(1 << 20),
+                backing: a.backing.clone(),
+                ..IscsiConfig::default()
+            };
+            match IscsiTarget::start(&server.shared_drives(), &icfg, addr) {
+                Ok(t) => Some(t),
+                Err(e) => return fail(e),
+            }
+        }
+    };
     {
         let mut out = std::io::stdout().lock();
         for a in server.local_addrs() {
             let _ = writeln!(out, "listening on {a}");
+        }
+        if let Some(t) = &iscsi {
+            let _ = writeln!(out, "iscsi listening on tcp:{}", t.local_addr());
+            for q in t.iqns() {
+                let _ = writeln!(out, "iscsi target {q}");
+            }
         }
         let _ = writeln!(out, "drives: {}", cfg.drives.join(" "));
         let _ = out.flush();
@@ -87,6 +123,7 @@ pub fn run(a: Args) -> ExitCode {
     tracing::info!(drives = cfg.drives.len(), latency = %a.latency, seed = a.seed, "simulator running");
     let r = server.run_until(sfd.as_fd());
     drop(server);
+    drop(iscsi);
     match r {
         Ok(()) => {
             tracing::info!("simulator stopped");

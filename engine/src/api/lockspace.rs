@@ -12,7 +12,7 @@ use uring_sg::{HostId, LockId, Lvb, Mode};
 use super::{Engine, EngineError, FenceAction, LockOptions, LockspaceConfig};
 use crate::completion::{pair, Pending};
 use crate::fencing::LeasePolicy;
-use crate::reactor::msg::{LockspaceId, Msg, OpRequest, OpResult};
+use crate::reactor::msg::{DriveNames, LockspaceId, Msg, OpRequest, OpResult};
 use crate::reactor::op::OpOutput;
 use crate::reactor::stopped;
 use crate::time::Nanos;
@@ -111,6 +111,16 @@ pub struct OpFuture<T> {
 }
 
 impl<T> OpFuture<T> {
+    /// An operation that failed before it was sent.
+    fn failed(e: EngineError) -> OpFuture<T> {
+        let (c, pending) = pair(stopped);
+        c.complete(Err(e));
+        OpFuture {
+            pending,
+            map: |_| Err(EngineError::Stopped),
+        }
+    }
+
     /// Blocks until the operation finished.
     pub fn wait(self) -> Result<T, EngineError> {
         self.pending.wait().and_then(self.map)
@@ -178,10 +188,6 @@ fn mode(o: OpOutput) -> Result<Option<Mode>, EngineError> {
     }
 }
 
-fn names(drives: &[impl AsRef<str>]) -> Arc<[String]> {
-    drives.iter().map(|d| d.as_ref().to_string()).collect()
-}
-
 impl Lockspace {
     pub(crate) fn new(engine: Engine, shared: Arc<LockspaceShared>) -> Lockspace {
         Lockspace {
@@ -217,9 +223,13 @@ impl Lockspace {
         drives: &[impl AsRef<str>],
         opts: LockOptions,
     ) -> OpFuture<()> {
+        let drives = match DriveNames::new(drives) {
+            Ok(d) => d,
+            Err(e) => return OpFuture::failed(e),
+        };
         let req = OpRequest::Acquire {
             mode,
-            drives: names(drives),
+            drives,
             deadline: Instant::now() + opts.timeout,
             no_wait: opts.no_wait,
         };
@@ -281,7 +291,13 @@ impl Lockspace {
     /// Sets the LVB that the release of held lock `id` stores on its drives.
     /// Byte 7 is not carried by the drive (IDM.md §5): it reads back as 0.
     pub fn write_lvb(&self, id: LockId, value: Lvb) -> Result<(), EngineError> {
-        self.submit(id, OpRequest::WriteLvb(value), done).wait()
+        self.write_lvb_async(id, value).wait()
+    }
+
+    /// [`Lockspace::write_lvb`] without waiting (no drive command; the reactor
+    /// records the value).
+    pub fn write_lvb_async(&self, id: LockId, value: Lvb) -> OpFuture<()> {
+        self.submit(id, OpRequest::WriteLvb(value), done)
     }
 
     /// Other hosts holding lock `id` on `drives` (maximum over drives), and whether
@@ -291,8 +307,12 @@ impl Lockspace {
         id: LockId,
         drives: &[impl AsRef<str>],
     ) -> OpFuture<(u32, bool)> {
+        let drives = match DriveNames::new(drives) {
+            Ok(d) => d,
+            Err(e) => return OpFuture::failed(e),
+        };
         let req = OpRequest::HostCount {
-            drives: names(drives),
+            drives,
             deadline: Instant::now() + LockOptions::default().timeout,
         };
         self.submit(id, req, count)
@@ -309,8 +329,12 @@ impl Lockspace {
 
     /// The mode lock `id` is held in on `drives` (majority vote; `None`: unlocked).
     pub fn mode_async(&self, id: LockId, drives: &[impl AsRef<str>]) -> OpFuture<Option<Mode>> {
+        let drives = match DriveNames::new(drives) {
+            Ok(d) => d,
+            Err(e) => return OpFuture::failed(e),
+        };
         let req = OpRequest::Mode {
-            drives: names(drives),
+            drives,
             deadline: Instant::now() + LockOptions::default().timeout,
         };
         self.submit(id, req, mode)

@@ -5,6 +5,14 @@
 //! - granted → counts (membership sent at the trylock's send time);
 //! - busy → send break (succeeds only if the holders expired); a granted break
 //!   counts and marks the lock "obtained by break" (read LVB then answers all-ones);
+//! - **a trylock that timed out is treated as busy** and gets a break too. Linux's
+//!   SCSI midlayer requeues a command whose status is BUSY until the command's
+//!   time runs out (`scsi_decide_disposition` → `ADD_TO_MLQUEUE`, also for SG_IO
+//!   passthrough), so on a real kernel the drive's "busy, only expired holders"
+//!   reaches the host as a timeout. Found with simulated drives behind the kernel's
+//!   iSCSI path (`scripts/iscsi-e2e.sh`). The break is safe whatever the timeout
+//!   meant: the drive grants it only if every other member expired (a dead drive
+//!   times out again and does not count);
 //! - already held by this host (a leftover from a crash or lost reply) → unlock
 //!   (with the requested class, then the other class if the drive says "wrong
 //!   class"), then trylock again, once per round;
@@ -316,9 +324,15 @@ impl Acquire {
         e: DriveError,
         a: &mut Actions,
     ) {
+        let live_round = self.current(d);
         let ctx = &mut self.drives[d];
         match e {
             DriveError::Busy if ctx.step == Step::Trylock => {
+                ctx.step = Step::Break;
+                ctx.sent = now.mono;
+                a.send(d as u16, st.request(MutexOp::Break, self.class(), now));
+            }
+            DriveError::Timeout if ctx.step == Step::Trylock && live_round => {
                 ctx.step = Step::Break;
                 ctx.sent = now.mono;
                 a.send(d as u16, st.request(MutexOp::Break, self.class(), now));
@@ -540,6 +554,26 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_out_trylock_gets_a_break_as_busy_does() {
+        // The kernel turns a drive's BUSY into a timeout (it requeues BUSY).
+        let (mut op, mut st, _) = setup(3, false);
+        let a = reply(&mut op, &mut st, 1, 0, err(DriveError::Timeout));
+        assert_eq!(ops(&a), vec![(0, Break)]);
+        let a = reply(&mut op, &mut st, 2, 1, err(DriveError::Timeout));
+        assert_eq!(ops(&a), vec![(1, Break)]);
+        reply(&mut op, &mut st, 3, 0, ok());
+        reply(&mut op, &mut st, 3, 1, ok());
+        let out = op.outcome().unwrap().unwrap();
+        assert!(out.by_break);
+        // A break that times out as well does not count.
+        let (mut op, mut st, _) = setup(1, false);
+        reply(&mut op, &mut st, 1, 0, err(DriveError::Timeout));
+        let a = reply(&mut op, &mut st, 2, 0, err(DriveError::Timeout));
+        assert!(!ops(&a).contains(&(0, Break)));
+        assert!(matches!(op.outcome(), Some(Err(_))));
+    }
+
+    #[test]
     fn already_held_unlocks_then_trylocks() {
         let (mut op, mut st, _) = setup(1, false);
         let a = reply(&mut op, &mut st, 1, 0, err(DriveError::AlreadyHeld));
@@ -689,8 +723,11 @@ mod tests {
     fn io_only_failure_is_io_and_releases_unknown() {
         let (mut op, mut st, _) = setup(3, false);
         reply(&mut op, &mut st, 1, 0, ok());
-        reply(&mut op, &mut st, 1, 1, err(DriveError::Timeout));
-        let a = reply(&mut op, &mut st, 1, 2, err(DriveError::Io(5)));
+        // A timed-out trylock gets a break (a hidden BUSY); it times out too.
+        let a = reply(&mut op, &mut st, 1, 1, err(DriveError::Timeout));
+        assert_eq!(ops(&a), vec![(1, Break)]);
+        reply(&mut op, &mut st, 1, 2, err(DriveError::Io(5)));
+        let a = reply(&mut op, &mut st, 1, 1, err(DriveError::Timeout));
         let mut got = ops(&a);
         got.sort_by_key(|(d, _)| *d);
         assert_eq!(got, vec![(0, Unlock), (1, Unlock), (2, Unlock)]);

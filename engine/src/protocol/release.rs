@@ -9,6 +9,13 @@
 //! - "Wrong class" (our membership on that drive has the other class, e.g. after a
 //!   convert that could not be rolled back) → the unlock is repeated once with the
 //!   other class.
+//! - "Not held" counts as released, **unless an LVB is to be stored**: that drive
+//!   did not store it (it lost its table, or our membership there was broken), and a
+//!   release that reported success with its LVB on less than a majority would let a
+//!   later reader's majority miss it (the LVB would "go back"; found by the
+//!   deterministic simulation). So the drive gets a trylock and, once granted, the
+//!   unlock with the LVB again; it counts only if that unlock succeeds. A drive that
+//!   another host holds by now refuses the trylock and does not count.
 //! - The mutex is **not** destroyed: it keeps its LVB for the next holder (the old
 //!   host code destroyed after every unlock and so lost the value).
 //! - The lock stops being valid the moment the release starts: [`LockState`] is
@@ -20,7 +27,7 @@
 //! are still consumed before the operation is finished.
 
 use uring_sg::transport::Reply;
-use uring_sg::{Class, DriveError, Lvb};
+use uring_sg::{Class, DriveError, Lvb, MutexOp};
 
 use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
@@ -28,7 +35,16 @@ use crate::error::LockError;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Step {
     Idle,
-    Unlock { class: Class, flipped: bool },
+    Unlock {
+        class: Class,
+        flipped: bool,
+        /// This unlock follows a re-trylock made to store the LVB.
+        restored: bool,
+    },
+    /// A trylock to put the LVB on a drive that answered "not held".
+    Relock {
+        class: Class,
+    },
 }
 
 /// The release operation. See the module docs.
@@ -91,6 +107,7 @@ impl Operation for Release {
             .map(|d| Step::Unlock {
                 class: st.class_on(d, mode),
                 flipped: false,
+                restored: false,
             })
             .collect();
         st.clear();
@@ -109,23 +126,62 @@ impl Operation for Release {
         reply: &Reply,
         a: &mut Actions,
     ) {
-        let Some(Step::Unlock { class, flipped }) = self.steps.get(drive as usize).copied() else {
+        let Some(step) = self.steps.get(drive as usize).copied() else {
             return;
         };
         self.steps[drive as usize] = Step::Idle;
         let Some(t) = self.tally.as_mut() else { return };
-        match reply.result {
-            Ok(()) | Err(DriveError::NotHeld) => t.yes(),
-            Err(DriveError::WrongClass) if !flipped => {
-                let class = other(class);
+        match (step, reply.result) {
+            (Step::Idle, _) => return,
+            (Step::Relock { class }, Ok(())) => {
                 self.steps[drive as usize] = Step::Unlock {
                     class,
                     flipped: true,
+                    restored: true,
                 };
                 a.send(drive, st.unlock_request(class, self.lvb, now));
                 return;
             }
-            Err(e) => {
+            (Step::Relock { .. }, Err(e)) => {
+                t.no();
+                self.errors.add(e);
+            }
+            (Step::Unlock { .. }, Ok(())) => t.yes(),
+            (
+                Step::Unlock {
+                    restored, class, ..
+                },
+                Err(DriveError::NotHeld),
+            ) => {
+                if self.lvb.is_none() {
+                    t.yes();
+                } else if !restored {
+                    self.steps[drive as usize] = Step::Relock { class };
+                    a.send(drive, st.request(MutexOp::Trylock, class, now));
+                    return;
+                } else {
+                    t.no();
+                    self.errors.add(DriveError::NotHeld);
+                }
+            }
+            (
+                Step::Unlock {
+                    class,
+                    flipped: false,
+                    restored,
+                },
+                Err(DriveError::WrongClass),
+            ) => {
+                let class = other(class);
+                self.steps[drive as usize] = Step::Unlock {
+                    class,
+                    flipped: true,
+                    restored,
+                };
+                a.send(drive, st.unlock_request(class, self.lvb, now));
+                return;
+            }
+            (Step::Unlock { .. }, Err(e)) => {
                 t.no();
                 self.errors.add(e);
             }
@@ -185,15 +241,55 @@ mod tests {
         assert_eq!(st.mode, None);
         assert_eq!(st.held_count(), 0);
         assert_eq!(st.lvb, None);
+        // Drive 2 says "not held": it did not store the LVB. It gets a trylock,
+        // then the unlock with the LVB again, and only then counts.
         let mut a = Actions::new();
         op.on_reply(at(1), &mut st, 2, &err(DriveError::NotHeld), &mut a);
-        assert!(op.outcome().is_none());
+        assert_eq!(ops(&a), vec![(2, MutexOp::Trylock)]);
         op.on_reply(at(1), &mut st, 0, &ok(), &mut a);
+        assert!(op.outcome().is_none());
+        let mut a = Actions::new();
+        op.on_reply(at(2), &mut st, 2, &ok(), &mut a);
+        assert_eq!(ops(&a), vec![(2, MutexOp::Unlock)]);
+        assert_eq!(record_to(&a, 2).unwrap().lvb, Lvb::from_u64(0x0102_0304));
+        let mut a = Actions::new();
+        op.on_reply(at(3), &mut st, 2, &ok(), &mut a);
         assert_eq!(op.outcome(), Some(Ok(())));
         assert!(!op.finished());
-        op.on_reply(at(1), &mut st, 1, &err(DriveError::Timeout), &mut a);
+        op.on_reply(at(3), &mut st, 1, &err(DriveError::Timeout), &mut a);
         assert!(op.finished());
         assert!(a.commands.is_empty());
+    }
+
+    #[test]
+    fn lvb_not_stored_on_a_majority_is_a_failed_release() {
+        let mut st = held(3, &[0, 1, 2]);
+        st.lvb = Some(Lvb::from_u64(9));
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        let mut a = Actions::new();
+        op.on_reply(at(1), &mut st, 0, &ok(), &mut a);
+        // Drive 1 forgot us and another host holds it by now: the re-trylock fails.
+        op.on_reply(at(1), &mut st, 1, &err(DriveError::NotHeld), &mut a);
+        op.on_reply(at(2), &mut st, 1, &err(DriveError::HeldByOther), &mut a);
+        op.on_reply(at(2), &mut st, 2, &err(DriveError::NotHeld), &mut a);
+        op.on_reply(at(3), &mut st, 2, &err(DriveError::Busy), &mut a);
+        assert!(matches!(op.outcome(), Some(Err(_))));
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn not_held_without_an_lvb_counts_as_released() {
+        let mut st = held(3, &[0, 1, 2]);
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        let mut a = Actions::new();
+        op.on_reply(at(1), &mut st, 0, &err(DriveError::NotHeld), &mut a);
+        op.on_reply(at(1), &mut st, 1, &err(DriveError::NotHeld), &mut a);
+        assert!(a.commands.is_empty());
+        assert_eq!(op.outcome(), Some(Ok(())));
     }
 
     #[test]

@@ -43,7 +43,7 @@ use crate::fencing::LeasePolicy;
 use crate::protocol::{Actions, LockSpec, LockState, Now, XorShift64};
 use crate::time::Nanos;
 use drives::DriveRegistry;
-use msg::{LockspaceId, Msg, OpRequest, OpResult};
+use msg::{DriveNames, LockspaceId, Msg, OpRequest, OpResult};
 use op::{DynOp, OpKind, OpOutput};
 use ring::Ring;
 use stats::ReactorStats;
@@ -369,13 +369,13 @@ impl Reactor {
         &mut self,
         ls: LockspaceId,
         lock: LockId,
-        names: &[String],
+        names: &DriveNames,
         query_only: bool,
     ) -> Result<usize, EngineError> {
-        if names.is_empty() || names.len() > MAX_DRIVES {
+        let count = names.len();
+        if count == 0 || count > MAX_DRIVES {
             return Err(EngineError::InvalidArgument(format!(
-                "a lock spans 1 to {MAX_DRIVES} drives, not {}",
-                names.len()
+                "a lock spans 1 to {MAX_DRIVES} drives, not {count}"
             )));
         }
         let lse = self
@@ -385,8 +385,8 @@ impl Reactor {
         let host_id = lse.shared.host_id;
         let countdown_ms = lse.shared.lease_ms;
         let lse_renew_every = lse.policy.renew_every;
-        let mut drives = Vec::with_capacity(names.len());
-        for name in names {
+        let mut drives = Vec::with_capacity(count);
+        for name in names.iter() {
             let driver = &mut self.driver;
             let id = self.registry.resolve(name, &mut |t| driver.add(t))?;
             if drives.contains(&id) {

@@ -10,6 +10,47 @@ use super::stats::ReactorStats;
 use crate::api::{EngineError, LockspaceShared};
 use crate::completion::Completer;
 
+/// The drives of one request, as the caller named them, in a single allocation
+/// (the names joined by NUL: no device path or drive name contains one), so a lock
+/// on 512 drives costs one allocation, not 512.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveNames(Arc<str>);
+
+impl DriveNames {
+    /// The names, in order; refused if one is empty or contains a NUL byte.
+    pub fn new(names: &[impl AsRef<str>]) -> Result<DriveNames, EngineError> {
+        let mut joined = String::with_capacity(names.iter().map(|n| n.as_ref().len() + 1).sum());
+        for (i, n) in names.iter().enumerate() {
+            let n = n.as_ref();
+            if n.is_empty() || n.contains('\0') {
+                return Err(EngineError::InvalidArgument(format!(
+                    "drive name {n:?} is empty or contains a NUL byte"
+                )));
+            }
+            if i > 0 {
+                joined.push('\0');
+            }
+            joined.push_str(n);
+        }
+        Ok(DriveNames(Arc::from(joined)))
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\0').filter(|n| !n.is_empty())
+    }
+
+    /// How many drives.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The id of a lockspace inside one engine.
 pub type LockspaceId = u32;
 
@@ -24,7 +65,7 @@ pub enum OpRequest {
         /// EX or SH.
         mode: Mode,
         /// The drives the lock spans, as the caller names them.
-        drives: Arc<[String]>,
+        drives: DriveNames,
         /// Give up at this time.
         deadline: Instant,
         /// Return "busy" at once on live contention.
@@ -51,14 +92,14 @@ pub enum OpRequest {
     /// Count other hosts holding the lock on `drives` (held or not by us).
     HostCount {
         /// The drives to ask.
-        drives: Arc<[String]>,
+        drives: DriveNames,
         /// Give up at this time.
         deadline: Instant,
     },
     /// The lock's mode on `drives` (held or not by us).
     Mode {
         /// The drives to ask.
-        drives: Arc<[String]>,
+        drives: DriveNames,
         /// Give up at this time.
         deadline: Instant,
     },

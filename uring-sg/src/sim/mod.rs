@@ -5,6 +5,8 @@
 //! - [`latency`]: per-drive latency models.
 //! - [`faults`]: per-drive fault state (stop, I/O error, stall, power cycle, drop, cut).
 //! - [`server`]: [`SimServer`], one thread on one io_uring serving every connection.
+//! - [`iscsi`]: an iSCSI target front end serving the same drives as LUNs with a
+//!   data area (so a kernel's initiator sees disks that also answer IDM commands).
 //! - [`SimHandle`]: a server on a background thread, for tests and embedding.
 //! - [`Control`]: a blocking client for CONTROL frames (faults, table dump, stats).
 //!
@@ -33,6 +35,7 @@
 
 pub mod faults;
 pub mod frame;
+pub mod iscsi;
 pub mod latency;
 pub mod server;
 
@@ -53,7 +56,7 @@ use crate::firmware::FirmwareConfig;
 pub use faults::{FaultCmd, FaultState};
 pub use frame::{Frame, FrameError};
 pub use latency::Latency;
-pub use server::SimServer;
+pub use server::{SharedDrive, SharedDrives, SimServer};
 
 /// Where a simulator listens (and where clients connect).
 ///
@@ -400,6 +403,7 @@ impl Control {
 /// A [`SimServer`] running on a background thread. Dropping it stops the server.
 pub struct SimHandle {
     addrs: Vec<ListenAddr>,
+    shared: SharedDrives,
     stop: EventFd,
     thread: Option<JoinHandle<Result<(), SimError>>>,
 }
@@ -409,6 +413,7 @@ impl SimHandle {
     pub fn start(cfg: SimConfig, addrs: &[ListenAddr]) -> Result<SimHandle, SimError> {
         let mut server = SimServer::bind(cfg, addrs)?;
         let addrs = server.local_addrs();
+        let shared = server.shared_drives();
         let stop =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC).map_err(io::Error::from)?;
         let stop_fd = stop.as_fd().try_clone_to_owned()?;
@@ -417,6 +422,7 @@ impl SimHandle {
             .spawn(move || server.run_until(stop_fd.as_fd()))?;
         Ok(SimHandle {
             addrs,
+            shared,
             stop,
             thread: Some(thread),
         })
@@ -425,6 +431,12 @@ impl SimHandle {
     /// The addresses the server listens on (TCP port 0 replaced by the real port).
     pub fn addrs(&self) -> &[ListenAddr] {
         &self.addrs
+    }
+
+    /// The server's drives and clock, to serve them through another front end
+    /// too ([`iscsi::IscsiTarget::start`]).
+    pub fn shared_drives(&self) -> SharedDrives {
+        self.shared.clone()
     }
 
     /// Sends one control request over a fresh connection to the first address.

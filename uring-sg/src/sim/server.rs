@@ -22,6 +22,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -59,7 +60,9 @@ fn ud(op: u64, index: usize) -> u64 {
 /// One simulated drive.
 struct Drive {
     name: String,
-    fw: Firmware,
+    /// Shared with the iSCSI front end ([`super::iscsi`]), which serves the same
+    /// drive; locked for the duration of one command.
+    fw: Arc<Mutex<Firmware>>,
     latency: Latency,
     faults: FaultState,
     /// Commands held by a stall, in arrival order.
@@ -217,7 +220,7 @@ impl SimServer {
             .enumerate()
             .map(|(i, name)| Drive {
                 name: name.clone(),
-                fw: Firmware::new(cfg.firmware),
+                fw: Arc::new(Mutex::new(Firmware::new(cfg.firmware))),
                 latency: cfg.latency_of(i),
                 faults: FaultState::default(),
                 held: VecDeque::new(),
@@ -251,6 +254,23 @@ impl SimServer {
     /// The addresses listened on, with TCP port 0 replaced by the bound port.
     pub fn local_addrs(&self) -> Vec<ListenAddr> {
         self.listeners.iter().map(|l| l.addr.clone()).collect()
+    }
+
+    /// The drives' firmware and clock, for another front end serving the same
+    /// drives (the iSCSI target, [`super::iscsi`]): commands through either see one
+    /// table per drive and one drive clock.
+    pub fn shared_drives(&self) -> SharedDrives {
+        SharedDrives {
+            start: self.start,
+            drives: self
+                .drives
+                .iter()
+                .map(|d| SharedDrive {
+                    name: d.name.clone(),
+                    fw: Arc::clone(&d.fw),
+                })
+                .collect(),
+        }
     }
 
     /// Drive time: ms since the server was bound.
@@ -770,7 +790,7 @@ impl SimServer {
             }
             Verdict::Execute | Verdict::ExecuteAndDrop => {
                 let mut data_in = std::mem::take(&mut self.data_in);
-                let a = drive.fw.execute(now_ms, c.cdb, c.data_out, &mut data_in);
+                let a = lock_fw(&drive.fw).execute(now_ms, c.cdb, c.data_out, &mut data_in);
                 data_in.truncate(c.data_in_len as usize);
                 if verdict == Verdict::Execute {
                     let r = ReplyFrame {
@@ -829,7 +849,7 @@ impl SimServer {
                     .map(|(i, d)| DriveInfo {
                         name: d.name.clone(),
                         id: i as u32,
-                        records: d.fw.record_count(),
+                        records: lock_fw(&d.fw).record_count(),
                         latency: d.latency,
                         faults: d.faults.clone(),
                     })
@@ -839,7 +859,7 @@ impl SimServer {
                 let i = self.drive_index(drive)?;
                 let d = &mut self.drives[i];
                 if d.faults.apply(fault, now_ms) {
-                    d.fw.power_cycle();
+                    lock_fw(&d.fw).power_cycle();
                 }
                 tracing::info!(drive = %d.name, ?fault, "fault applied");
                 if matches!(fault, FaultCmd::Resume | FaultCmd::Heal) {
@@ -854,7 +874,7 @@ impl SimServer {
             }
             ControlRequest::DumpTable { drive } => {
                 let i = self.drive_index(drive)?;
-                let recs = self.drives[i].fw.snapshot(now_ms);
+                let recs = lock_fw(&self.drives[i].fw).snapshot(now_ms);
                 Ok(ControlResponse::Table {
                     records: recs.iter().map(table_entry).collect(),
                 })
@@ -869,6 +889,53 @@ impl SimServer {
                 }))
             }
         }
+    }
+}
+
+/// Locks a drive's firmware. A poisoned lock (a panic while holding it, which the
+/// firmware's no-panic contract rules out) is taken over: the table is still
+/// consistent between commands.
+pub(crate) fn lock_fw(fw: &Mutex<Firmware>) -> MutexGuard<'_, Firmware> {
+    fw.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One drive of [`SharedDrives`].
+#[derive(Clone, Debug)]
+pub struct SharedDrive {
+    /// Drive name.
+    pub name: String,
+    /// Its firmware (the same instance the native server runs).
+    pub fw: Arc<Mutex<Firmware>>,
+}
+
+/// A simulator's drives and drive clock, shared with another front end.
+#[derive(Clone, Debug)]
+pub struct SharedDrives {
+    /// Drive time zero: a drive's `now_ms` is milliseconds since this instant.
+    pub start: Instant,
+    /// The drives, by id.
+    pub drives: Vec<SharedDrive>,
+}
+
+impl SharedDrives {
+    /// `n` fresh drives named `sim0..`, clock starting now (for tests and for an
+    /// iSCSI target without a native server).
+    pub fn fresh(names: &[String], cfg: crate::firmware::FirmwareConfig) -> SharedDrives {
+        SharedDrives {
+            start: Instant::now(),
+            drives: names
+                .iter()
+                .map(|n| SharedDrive {
+                    name: n.clone(),
+                    fw: Arc::new(Mutex::new(Firmware::new(cfg))),
+                })
+                .collect(),
+        }
+    }
+
+    /// Drive time now, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 }
 
