@@ -181,7 +181,11 @@ impl Report {
                 );
             }
         }
-        for ren in self.renewal.iter().filter(|x| x.side == Side::EngineSocket) {
+        for ren in self
+            .renewal
+            .iter()
+            .filter(|x| x.side == Side::EngineSocket && x.error.is_none())
+        {
             if let Some(b) = self.renewal.iter().find(|x| {
                 x.side == Side::Baseline
                     && x.model == ren.model
