@@ -311,6 +311,12 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "machine: {}", self.machine);
+        if self.quick {
+            let _ = writeln!(
+                s,
+                "QUICK RUN: tiny sizes and budgets, debug build likely: the figures mean nothing"
+            );
+        }
         if !self.latency.is_empty() {
             let _ = writeln!(s, "\n== 1. lock+unlock latency vs drive count (µs) ==");
             let _ = writeln!(
