@@ -46,11 +46,42 @@
 //! fixed slack). A drive whose clock runs faster than that bound breaks the
 //! argument; nothing else does.
 //!
-//! **Drive state loss.** A drive that power-cycles forgets our membership at once,
-//! while our window for it still runs. The argument above therefore also assumes
-//! that fewer than a majority of a lock's drives lose their table within one
-//! countdown; renewal drops a drive the moment it answers "not found" and
-//! re-acquires it with a fresh trylock.
+//! **Drive state loss (an assumption the engine cannot check).** A drive that loses
+//! its table (power cycle, firmware reset, replacement) forgets our membership at
+//! once, while our trust window for it still runs, and nothing tells us until our
+//! next command to it answers "not found" (renewal then drops the drive and
+//! re-acquires it with a fresh trylock). The validity argument needs the drives of
+//! the intersection to *remember*. Precisely: with `n` drives, majority `m`, `k` of
+//! them inside our trust windows and `f` of those `k` having forgotten us while
+//! already answering commands again, another host can gather a majority from the
+//! `f` forgetful drives and the `n - k` others as soon as `f + n - k >= m`. So
+//! exclusion needs `k - f >= n - m + 1` at every moment; validity only counts
+//! `k >= m`, and with a bare majority of an odd `n` (`k = m`) one forgetful drive is
+//! already too many. It is not enough that "fewer than a majority of drives lose
+//! their table". The deployment must therefore guarantee: **a drive that loses its
+//! mutex table answers no mutex command until at least the longest countdown any
+//! host uses on it, plus the drift margin, has passed since the loss** (it then
+//! comes back with every old membership expired anyway, as if it had remembered
+//! and they had run out), **or its table survives the loss** (a durable table).
+//! A drive that reboots faster than a lease (lvmlockd: 60 s) with a volatile table
+//! breaks exclusion. The deterministic simulation (`idm-tests`) keeps power-cycled
+//! drives down longer than a lease, and its ignored test
+//! `fast_drive_restart_keeps_exclusion` shows the break when drives come back at
+//! once.
+//!
+//! **LVB durability (a documented limit).** The LVB lives only in the drives'
+//! tables. A release stores it on at least a majority before it reports success
+//! and a read takes the maximum over a majority, so a read sees the last released
+//! value while the drives of that release's majority remember it (any two
+//! majorities intersect). A drive that loses the lock's mutex after the release
+//! (power cycle, or destroy by the "table full" clean-up of [`protocol::table`])
+//! loses the value: once fewer than `n - m + 1` of the drives that stored it still
+//! have it, some majority misses it and a read may return an older value, or 0.
+//! No host can repair that in general (nobody keeps the value elsewhere). It is
+//! made rarer, not impossible: the clean-up destroys a mutex whose LVB is 0 before
+//! any other. lvmlockd treats any changed value as "metadata changed" and re-reads
+//! its metadata, which is also the right reaction to a value that went back. See
+//! [`protocol::lvb`].
 //!
 //! **Fencing.** The holder must stop using the resource strictly **before**
 //! validity ends: [`fencing::LeasePolicy::should_fence`] is true once

@@ -10,7 +10,19 @@
 //!    member on a majority ([`crate::drive::SimDrive::live_member`]). The second half
 //!    is what a wrong validity rule breaks: the host believes, the drives disagree.
 //! 3. **LVB never goes back**: holders write increasing values; a read started after
-//!    a release with value `v` completed must return `>= v` or all-ones.
+//!    a release with value `v` completed must return `>= v` or all-ones, **unless
+//!    drives lost the value** (the documented IDM limit: the LVB lives only in the
+//!    drives' tables). The checker mirrors, from drive events, which drives store
+//!    which value of each lock ([`Checker::drive_lvb`], [`Checker::drive_power_cycle`]).
+//!    A release that completes records the set `W` of drives that then store a value
+//!    `>= v`; a read may return less only if so many drives of `W` lost the lock's
+//!    mutex since (power cycle, or destroy by a table clean-up) that the rest no
+//!    longer meets every majority: fewer than `n - majority + 1` drives of `W` kept
+//!    it. Such excused reads are counted ([`Checker::lvb_excused`]). A release that
+//!    completes with its value on fewer than a majority of drives, where no drive
+//!    lost the mutex while the release ran, is itself a violation
+//!    ([`ViolationKind::LvbNotStored`]): that is the engine claiming a majority it
+//!    does not have.
 //! 4. **Liveness**: after faults stop, every waiting acquire reports an outcome
 //!    (success or a clean error) within a bound.
 
@@ -31,6 +43,9 @@ pub enum ViolationKind {
     UsedWithoutMajority,
     /// (3) An LVB read went back.
     LvbWentBack,
+    /// (3) A release reported success with its LVB on fewer than a majority of
+    /// drives, and no drive lost the mutex while it ran.
+    LvbNotStored,
     /// (4) An acquire did not finish within the bound after faults stopped.
     Liveness,
 }
@@ -78,6 +93,42 @@ impl Interval {
     }
 }
 
+/// A completed release that wrote an LVB.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    /// Completion time.
+    done: Nanos,
+    /// The value (as the drives store it: byte 7 cleared).
+    value: u64,
+    /// Bit mask of the drives that stored a value `>= value` at completion.
+    on: u64,
+    /// Index of the cause of the losses that already, while the release ran,
+    /// left the value on fewer than a majority (see [`LossCause::index`]).
+    lost_early: Option<usize>,
+}
+
+/// Why a drive lost a lock's mutex entry (and so its LVB).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LossCause {
+    /// The drive power-cycled: its whole table is gone.
+    PowerCycle,
+    /// A host destroyed the entry: the engine's table clean-up on "table full".
+    Destroy,
+}
+
+impl LossCause {
+    /// Index in the per-cause counters: power cycle 0, destroy 1.
+    pub fn index(self) -> usize {
+        match self {
+            LossCause::PowerCycle => 0,
+            LossCause::Destroy => 1,
+        }
+    }
+}
+
+/// The part of an LVB a drive stores (byte 7 is not carried).
+const STORED_MASK: u64 = 0x00FF_FFFF_FFFF_FFFF;
+
 /// Most violations kept per run (the count is still exact).
 pub const MAX_KEPT: usize = 64;
 
@@ -86,8 +137,16 @@ pub const MAX_KEPT: usize = 64;
 pub struct Checker {
     open: BTreeMap<(usize, usize), Interval>,
     recent: BTreeMap<usize, VecDeque<Interval>>,
-    /// Per lock: (completion time, value) of completed releases that wrote an LVB.
-    written: BTreeMap<usize, Vec<(Nanos, u64)>>,
+    /// Per lock: completed releases that wrote an LVB.
+    written: BTreeMap<usize, Vec<Written>>,
+    /// Per lock, per drive: the LVB the drive stores now (`None`: no mutex entry).
+    stored: BTreeMap<usize, Vec<Option<u64>>>,
+    /// Per lock, per drive: when the drive last lost the lock's mutex entry.
+    lost_at: BTreeMap<usize, Vec<Option<(Nanos, LossCause)>>>,
+    /// Drives per lock (every lock spans every drive).
+    n_drives: usize,
+    lvb_excused: [u64; 2],
+    lvb_losses: [u64; 2],
     next_lvb: BTreeMap<usize, u64>,
     violations: Vec<Violation>,
     count: usize,
@@ -98,12 +157,83 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker with this liveness bound.
-    pub fn new(liveness_bound: Nanos) -> Checker {
+    /// A checker with this liveness bound, for locks spanning `n_drives` drives
+    /// (at most 64).
+    pub fn new(liveness_bound: Nanos, n_drives: usize) -> Checker {
         Checker {
             liveness_bound,
+            n_drives: n_drives.min(64),
             ..Checker::default()
         }
+    }
+
+    /// LVB reads that returned less than the last completed release, excused
+    /// because drives lost the value (see the module docs), by cause: `[power
+    /// cycle, destroy by clean-up]` (a read excused by losses of both causes counts
+    /// as destroy).
+    pub fn lvb_excused(&self) -> [u64; 2] {
+        self.lvb_excused
+    }
+
+    /// Times a drive lost a lock's mutex entry holding a non-zero LVB, by cause:
+    /// `[power cycle, destroy by clean-up]`.
+    pub fn lvb_losses(&self) -> [u64; 2] {
+        self.lvb_losses
+    }
+
+    fn majority(&self) -> usize {
+        self.n_drives / 2 + 1
+    }
+
+    /// Drive `drive` executed a command on `lock` at `t`; its table now stores
+    /// `value` for the lock (`None`: it has no entry for the lock, so a command
+    /// destroyed it).
+    pub fn drive_lvb(&mut self, lock: usize, drive: usize, t: Nanos, value: Option<u64>) {
+        self.set_stored(lock, drive, t, value, LossCause::Destroy);
+    }
+
+    fn set_stored(
+        &mut self,
+        lock: usize,
+        drive: usize,
+        t: Nanos,
+        value: Option<u64>,
+        cause: LossCause,
+    ) {
+        let n = self.n_drives;
+        let stored = self.stored.entry(lock).or_insert_with(|| vec![None; n]);
+        let Some(slot) = stored.get_mut(drive) else {
+            return;
+        };
+        let had = *slot;
+        *slot = value.map(|v| v & STORED_MASK);
+        if had.is_none() || value.is_some() {
+            return;
+        }
+        if had.is_some_and(|v| v != 0) {
+            self.lvb_losses[cause.index()] += 1;
+        }
+        let lost = self.lost_at.entry(lock).or_insert_with(|| vec![None; n]);
+        if let Some(l) = lost.get_mut(drive) {
+            *l = Some((t, cause));
+        }
+    }
+
+    /// Drive `drive` power-cycled at `t`: every mutex entry it had is lost.
+    pub fn drive_power_cycle(&mut self, drive: usize, t: Nanos) {
+        let locks: Vec<usize> = self.stored.keys().copied().collect();
+        for lock in locks {
+            self.set_stored(lock, drive, t, None, LossCause::PowerCycle);
+        }
+    }
+
+    /// The cause, if `drive` lost `lock`'s entry within `[from, to]`.
+    fn lost_between(&self, lock: usize, drive: usize, from: Nanos, to: Nanos) -> Option<LossCause> {
+        self.lost_at
+            .get(&lock)
+            .and_then(|l| l.get(drive).copied().flatten())
+            .filter(|(at, _)| from <= *at && *at <= to)
+            .map(|(_, c)| c)
     }
 
     fn report(&mut self, kind: ViolationKind, at: Nanos, lock: usize, host: usize, detail: String) {
@@ -259,9 +389,50 @@ impl Checker {
         *v
     }
 
-    /// A release that carried LVB `v` completed (majority) at `t`.
-    pub fn release_wrote(&mut self, lock: usize, t: Nanos, v: u64) {
-        self.written.entry(lock).or_default().push((t, v));
+    /// A release of `host` that started at `started` and carried LVB `v` completed
+    /// (majority) at `t`.
+    pub fn release_wrote(&mut self, host: usize, lock: usize, started: Nanos, t: Nanos, v: u64) {
+        let value = v & STORED_MASK;
+        let mut on = 0u64;
+        let mut count = 0;
+        let mut lost = 0;
+        let mut lost_early = None;
+        for d in 0..self.n_drives {
+            let has = self
+                .stored
+                .get(&lock)
+                .and_then(|s| s.get(d).copied().flatten())
+                .is_some_and(|x| x >= value);
+            if has {
+                on |= 1 << d;
+                count += 1;
+            } else if let Some(c) = self.lost_between(lock, d, started, t) {
+                lost += 1;
+                lost_early = lost_early.max(Some(c.index()));
+            }
+        }
+        if count < self.majority() && count + lost >= self.majority() {
+            // Stored on a majority, then lost on some drive before the release's
+            // answer came back: the documented limit, accounted at the read.
+        } else if count < self.majority() {
+            self.report(
+                ViolationKind::LvbNotStored,
+                t,
+                lock,
+                host,
+                format!(
+                    "release of {value} completed with the value on {count} of {} drives",
+                    self.n_drives
+                ),
+            );
+        }
+        let lost_early = lost_early.filter(|_| count < self.majority());
+        self.written.entry(lock).or_default().push(Written {
+            done: t,
+            value,
+            on,
+            lost_early,
+        });
     }
 
     /// An LVB read of `lock` started at `started` returned `v` at `t`.
@@ -269,28 +440,40 @@ impl Checker {
         if v == u64::MAX {
             return;
         }
-        let floor = self
-            .written
-            .get(&lock)
-            .map(|w| {
-                w.iter()
-                    .filter(|(done, _)| *done < started)
-                    .map(|(_, v)| *v)
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0);
-        // Byte 7 is not carried by the drive: compare what it can store.
-        let stored = floor & 0x00FF_FFFF_FFFF_FFFF;
-        if v < stored {
-            self.report(
-                ViolationKind::LvbWentBack,
-                t,
-                lock,
-                host,
-                format!("read {v} after a release of {stored} completed"),
-            );
+        let Some(floor) = self.written.get(&lock).and_then(|w| {
+            w.iter()
+                .filter(|x| x.done < started)
+                .max_by_key(|x| x.value)
+                .copied()
+        }) else {
+            return;
+        };
+        if v >= floor.value {
+            return;
         }
+        // How many drives that stored the value at the release still have it.
+        let mut kept = 0;
+        let mut cause = floor.lost_early;
+        for d in (0..self.n_drives).filter(|&d| floor.on & (1 << d) != 0) {
+            match self.lost_between(lock, d, floor.done, t) {
+                None => kept += 1,
+                Some(c) => cause = cause.max(Some(c.index())),
+            }
+        }
+        if let (true, Some(c)) = (kept < self.n_drives - self.majority() + 1, cause) {
+            self.lvb_excused[c] += 1;
+            return;
+        }
+        self.report(
+            ViolationKind::LvbWentBack,
+            t,
+            lock,
+            host,
+            format!(
+                "read {v} after a release of {} completed (still on {kept} of {} drives)",
+                floor.value, self.n_drives
+            ),
+        );
     }
 
     /// An acquire that started at `started` reported its outcome at `t`.
@@ -337,7 +520,7 @@ mod tests {
 
     #[test]
     fn overlap_of_conflicting_holders_is_found() {
-        let mut c = Checker::new(ms(1000));
+        let mut c = Checker::new(ms(1000), 3);
         c.hold(0, 0, Mode::Exclusive, ms(0), ms(100));
         c.hold(1, 0, Mode::Shared, ms(50), ms(200));
         c.unhold(0, 0, ms(60));
@@ -348,7 +531,7 @@ mod tests {
 
     #[test]
     fn shared_holders_and_lapsed_validity_do_not_conflict() {
-        let mut c = Checker::new(ms(1000));
+        let mut c = Checker::new(ms(1000), 3);
         c.hold(0, 0, Mode::Shared, ms(0), ms(100));
         c.hold(1, 0, Mode::Shared, ms(10), ms(100));
         c.unhold(0, 0, ms(50));
@@ -363,7 +546,7 @@ mod tests {
 
     #[test]
     fn use_checks_validity_and_majority() {
-        let mut c = Checker::new(ms(1000));
+        let mut c = Checker::new(ms(1000), 3);
         c.hold(0, 0, Mode::Exclusive, ms(0), ms(100));
         c.use_lock(0, 0, ms(50), 2, 3);
         assert_eq!(c.violation_count(), 0);
@@ -381,13 +564,54 @@ mod tests {
 
     #[test]
     fn lvb_must_not_go_back() {
-        let mut c = Checker::new(ms(1000));
-        c.release_wrote(0, ms(10), 5);
+        let mut c = Checker::new(ms(1000), 3);
+        for d in 0..3 {
+            c.drive_lvb(0, d, ms(9), Some(5));
+        }
+        c.release_wrote(0, 0, ms(8), ms(10), 5);
         c.lvb_read(1, 0, ms(5), ms(6), 0); // started before the release completed
         c.lvb_read(1, 0, ms(11), ms(12), u64::MAX);
         c.lvb_read(1, 0, ms(11), ms(12), 5);
         assert_eq!(c.violation_count(), 0);
         c.lvb_read(1, 0, ms(11), ms(12), 4);
         assert_eq!(c.violations()[0].kind, ViolationKind::LvbWentBack);
+    }
+
+    #[test]
+    fn lvb_lost_on_drives_excuses_a_read_only_when_majorities_miss_it() {
+        let mut c = Checker::new(ms(1000), 3);
+        // Stored on drives 0 and 1 (a bare majority), drive 2 has the old 4.
+        c.drive_lvb(0, 0, ms(9), Some(5));
+        c.drive_lvb(0, 1, ms(9), Some(5));
+        c.drive_lvb(0, 2, ms(1), Some(4));
+        c.release_wrote(0, 0, ms(8), ms(10), 5);
+        assert_eq!(c.violation_count(), 0);
+        // Drive 2 losing its (stale) entry excuses nothing.
+        c.drive_power_cycle(2, ms(11));
+        c.lvb_read(1, 0, ms(12), ms(13), 4);
+        assert_eq!(c.violation_count(), 1);
+        // Drive 1 destroys the mutex (table clean-up): {0} no longer meets every
+        // majority, a read of 0 or 4 is the documented limit.
+        c.drive_lvb(0, 1, ms(14), None);
+        c.lvb_read(1, 0, ms(15), ms(16), 0);
+        assert_eq!(c.violation_count(), 1);
+        assert_eq!(c.lvb_excused(), [0, 1]);
+        assert_eq!(c.lvb_losses(), [1, 1]);
+    }
+
+    #[test]
+    fn release_claiming_a_majority_it_does_not_have_is_caught() {
+        let mut c = Checker::new(ms(1000), 3);
+        c.drive_lvb(0, 0, ms(9), Some(5));
+        c.drive_lvb(0, 1, ms(9), Some(2));
+        c.release_wrote(0, 0, ms(8), ms(10), 5);
+        assert_eq!(c.violations()[0].kind, ViolationKind::LvbNotStored);
+        // Stored on two, one lost it before the answer: the limit, not a bug.
+        let mut c = Checker::new(ms(1000), 3);
+        c.drive_lvb(0, 0, ms(9), Some(5));
+        c.drive_lvb(0, 1, ms(9), Some(5));
+        c.drive_power_cycle(1, ms(9));
+        c.release_wrote(0, 0, ms(8), ms(10), 5);
+        assert_eq!(c.violation_count(), 0);
     }
 }

@@ -36,6 +36,8 @@ pub struct SimDrive {
     stalled_until: Nanos,
     busy_until: Nanos,
     down_until: Option<Nanos>,
+    /// True time of the last power cycle (while down).
+    down_since: Nanos,
     ghosts: Vec<(LockId, HostId, Nanos)>,
     out: [u8; RECORD_LEN],
     data_in: Vec<u8>,
@@ -52,6 +54,7 @@ impl SimDrive {
             stalled_until: Nanos::ZERO,
             busy_until: Nanos::ZERO,
             down_until: None,
+            down_since: Nanos::ZERO,
             ghosts: Vec::new(),
             out: [0; RECORD_LEN],
             data_in: Vec::new(),
@@ -133,16 +136,32 @@ impl SimDrive {
             }
         }
         self.fw.power_cycle();
+        self.down_since = t;
         self.down_until = Some(self.down_until.map_or(until, |u| u.max(until)));
         self.busy_until = self.busy_until.max(until);
     }
 
-    /// Ends a stall and brings a down drive back at `t` (faults are over).
-    pub fn heal(&mut self, t: Nanos) {
+    /// Ends a stall and brings a down drive back (faults are over): at `t`, but not
+    /// before `min_down` after its last power cycle.
+    ///
+    /// A drive that lost its table must stay away for at least one lease (the
+    /// engine's documented assumption, see the DESIGN NOTE in `idm-engine`): bringing
+    /// it back at once would let a host's lost membership on it be granted to
+    /// another host while the first still validly holds the lock on a bare
+    /// majority. (Healing at `t` unconditionally was a harness bug: it broke that
+    /// assumption at the end of every run with a drive down, and the checker
+    /// reported `UsedWithoutMajority`.)
+    pub fn heal(&mut self, t: Nanos, min_down: Nanos) {
         self.stalled_until = self.stalled_until.min(t);
         if self.is_down(t) {
-            self.down_until = Some(t);
+            let back = t.max(self.down_since + min_down);
+            self.down_until = Some(self.down_until.map_or(back, |u| u.min(back)));
         }
+    }
+
+    /// Ground truth: the LVB the drive stores for `lock` (`None`: no entry).
+    pub fn stored_lvb(&self, lock: &LockId) -> Option<u64> {
+        self.fw.table().get(lock).map(|e| e.lvb.to_u64())
     }
 
     /// Ground truth: whether the drive counts `host` as a live member of `lock` at `t`.
@@ -159,5 +178,43 @@ impl SimDrive {
             .get(lock)
             .and_then(|e| e.members.get(host))
             .is_some_and(|m| m.is_live(now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uring_sg::{Class, MutexOp, Record};
+
+    fn ms(x: u64) -> Nanos {
+        Nanos::from_millis(x)
+    }
+
+    #[test]
+    fn heal_keeps_a_power_cycled_drive_down_for_min_down() {
+        let mut d = SimDrive::new(FirmwareConfig::default(), Clock::new(Nanos::ZERO, ms(0), 0));
+        let lock: LockId = "l".parse().unwrap();
+        let host: HostId = "h".parse().unwrap();
+        let mut rec = Record::new(lock, host, Class::Exclusive);
+        rec.countdown_ms = 1000;
+        d.firmware_mut().apply(0, MutexOp::Trylock, &rec);
+        assert!(d.live_member(&lock, &host, ms(10)));
+        d.power_cycle(ms(100), ms(2100));
+        // Down: the lost membership protects its holder as a ghost until it expires.
+        assert!(d.live_member(&lock, &host, ms(500)));
+        // Faults stop at 300: the drive comes back only 1100 ms after the cycle.
+        d.heal(ms(300), ms(1100));
+        assert!(d.is_down(ms(1199)));
+        assert!(!d.is_down(ms(1200)));
+        assert!(d.arrive(ms(1150)).is_none());
+        assert!(d.arrive(ms(1200)).is_some());
+        // A drive whose own down time is shorter comes back at that time.
+        let mut d = SimDrive::new(FirmwareConfig::default(), Clock::new(Nanos::ZERO, ms(0), 0));
+        d.power_cycle(ms(0), ms(500));
+        d.heal(ms(100), ms(1100));
+        assert!(!d.is_down(ms(500)));
+        // A drive that is up is not touched.
+        d.heal(ms(600), ms(1100));
+        assert!(!d.is_down(ms(600)));
     }
 }

@@ -98,6 +98,12 @@ pub struct Stats {
     pub faults: [u64; 5],
     /// The drives had a near-full table.
     pub small_table: bool,
+    /// LVB reads that went back, excused because drives lost the lock's mutex:
+    /// `[power cycle, destroy by table clean-up]` (see [`crate::checker`]).
+    pub lvb_excused: [u64; 2],
+    /// Times a drive lost one of the run's lock mutexes holding a non-zero LVB:
+    /// `[power cycle, destroy by table clean-up]`.
+    pub lvb_losses: [u64; 2],
 }
 
 /// A command the host sends now.
@@ -468,7 +474,8 @@ impl Host {
                 if ok {
                     ctx.stats.released += 1;
                     if let Some(v) = lvb {
-                        ctx.checker.release_wrote(self.slots[i].lock, ctx.now, v);
+                        let lock = self.slots[i].lock;
+                        ctx.checker.release_wrote(host, lock, started, ctx.now, v);
                     }
                 } else {
                     ctx.stats.release_err += 1;

@@ -229,7 +229,7 @@ impl Sim {
             hosts,
             locks,
             cfg,
-            checker: Checker::new(LIVENESS_BOUND),
+            checker: Checker::new(LIVENESS_BOUND, n_drives),
             stats: Stats::default(),
             rng,
             fault_rng,
@@ -361,7 +361,10 @@ impl Sim {
         };
         self.stats.faults[k] += 1;
         match f {
-            Fault::DriveCrash { drive, down } => self.drives[drive].power_cycle(now, now + down),
+            Fault::DriveCrash { drive, down } => {
+                self.drives[drive].power_cycle(now, now + down);
+                self.checker.drive_power_cycle(drive, now);
+            }
             Fault::DriveStall { drive, dur } => self.drives[drive].stall(now + dur),
             Fault::Partition { host, drives, dur } => {
                 for d in 0..self.drives.len() {
@@ -392,7 +395,7 @@ impl Sim {
         self.checker.faults_end = Some(now);
         self.net.calm();
         for d in &mut self.drives {
-            d.heal(now);
+            d.heal(now, self.profile.drive_down_min);
         }
         for h in 0..self.hosts.len() {
             self.hosts[h].paused_until = self.hosts[h].paused_until.min(now);
@@ -495,6 +498,13 @@ impl Sim {
                 req,
             } => {
                 if let Some(reply) = self.drives[drive].execute(now, &req) {
+                    if let Request::Mutex { record, .. } = &*req {
+                        // Mirror what the drive stores for the run's locks (LVB check).
+                        if let Some(lock) = self.locks.iter().position(|l| *l == record.lock_id) {
+                            let v = self.drives[drive].stored_lvb(&record.lock_id);
+                            self.checker.drive_lvb(lock, drive, now, v);
+                        }
+                    }
                     if let Fate::Deliver(at) = self.net.reply(host, drive, now) {
                         self.q.push(
                             at,
@@ -575,6 +585,8 @@ impl Sim {
             }
         }
         self.checker.close_all(now);
+        self.stats.lvb_excused = self.checker.lvb_excused();
+        self.stats.lvb_losses = self.checker.lvb_losses();
         let violation_count = self.checker.violation_count();
         RunReport {
             seed: self.seed,

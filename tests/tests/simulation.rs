@@ -100,32 +100,52 @@ fn planted_trust_reply_time_is_caught() {
     );
 }
 
-/// PROTOCOL BUG (reported, not fixed here): `Release` counts a drive that answers
-/// "not held" towards its success majority, but such a drive did not store the
-/// LVB. A release can so report success with its LVB on fewer than a majority of
-/// drives, and a later `ReadLvb` over another majority returns an older value.
-/// Heavy seed 4 (500 ops): "LvbWentBack, lock 1: read 7 after a release of 8
-/// completed", with no drive power cycle and no table clean-up in the run.
+/// Regression (fixed in `Release`): a release counted a drive that answered "not
+/// held" towards its majority although that drive did not store the LVB, and a
+/// later `ReadLvb` over another majority returned an older value. Heavy seed 4
+/// (500 ops): "read 7 after a release of 8 completed", with no drive power cycle
+/// and no table clean-up in the run.
 #[test]
 fn lvb_never_goes_back_under_heavy_faults() {
     let r = run(4, 500, FaultProfile::heavy());
     assert!(
-        !r.violations
-            .iter()
-            .any(|v| v.kind == ViolationKind::LvbWentBack),
+        !r.violations.iter().any(|v| matches!(
+            v.kind,
+            ViolationKind::LvbWentBack | ViolationKind::LvbNotStored
+        )),
         "{:?}\nreplay: {}",
         r.violations,
         r.replay
     );
 }
 
-/// PROTOCOL LIMIT (reported): a drive that loses its table and answers again
-/// within a lease can grant a lock whose holder still counts that drive's lost
-/// membership. The engine's design note assumes "fewer than a majority of a
-/// lock's drives lose their table within one countdown"; that is not enough: a
-/// holder with a bare majority loses it when one of its drives forgets.
+/// Regression (harness): when the workload ends, drives that are down after a
+/// power cycle stay down until a lease after it, as the engine's DESIGN NOTE
+/// requires; bringing them back at once made hosts use locks whose majority a
+/// forgetful drive had just broken (light seed 55: `UsedWithoutMajority` at the
+/// instant faults stopped). Power cycles only, frequent, so drives are down at the
+/// end of most runs.
 #[test]
-#[ignore = "protocol limit: fast drive restart after table loss"]
+fn drives_down_when_faults_stop_stay_down_a_lease() {
+    let mut p = FaultProfile::none();
+    p.name = "power-cycles";
+    p.p_fault = 0.3;
+    p.weights = [1, 0, 0, 0, 0];
+    assert_clean(p, 0..6);
+}
+
+/// PROTOCOL LIMIT (documented, kept failing on purpose): a drive that loses its
+/// table and answers again within a lease can grant a lock whose holder still
+/// counts that drive's lost membership; a holder with a bare majority of an odd
+/// number of drives then loses exclusion when one of its drives forgets. The
+/// engine's DESIGN NOTE ("Drive state loss") states the deployment assumption this
+/// test violates: a drive that loses its table stays unavailable for at least one
+/// countdown plus the drift margin, or its table is durable. Drives here come back
+/// 1–5 ms after a power cycle.
+#[test]
+#[ignore = "protocol limit, documented in the idm-engine DESIGN NOTE: a drive that \
+            loses its table must stay unavailable for one lease (or keep its table); \
+            this test breaks that assumption and fails"]
 fn fast_drive_restart_keeps_exclusion() {
     let mut p = FaultProfile::none();
     p.name = "fast-restart";

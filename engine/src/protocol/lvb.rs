@@ -7,6 +7,20 @@
 //! majority before it reports success, and any two majorities intersect, so the
 //! last released value is seen. Late answers are consumed and ignored.
 //!
+//! **Limit: the value is only as durable as the drives' tables.** The intersection
+//! argument holds while the drives of the last release's majority remember the
+//! value. A drive that loses the lock's mutex entry (it power-cycles, or a host's
+//! "table full" clean-up destroys the unlocked mutex, see [`super::table`]) loses
+//! the LVB with it. Once fewer than `n - majority + 1` of the drives that stored the
+//! value still have it, a majority without it exists, and a read over that majority
+//! returns an older value or 0. Nothing on the host side can restore a value no
+//! drive keeps; the caller must treat a value that went back like any other change
+//! (lvmlockd does: any changed value means "re-read the metadata"). The clean-up
+//! destroys mutexes whose LVB is 0 first, so it forgets a value only when the table
+//! holds nothing else to free. The deterministic simulation (`idm-tests`) checks
+//! that reads go back only in exactly this case. See the DESIGN NOTE in the crate
+//! docs.
+//!
 //! If any drive of this lock was obtained by break since the last acquire
 //! ([`LockState::broken`]), the previous holder may not have stored its value: the
 //! answer is all-ones ([`Lvb::INVALID`]) without reading, which tells lvmlockd to

@@ -8,11 +8,15 @@
 //! as many, up to [`MAX_TABLE_RECORDS`].
 //!
 //! **Table full.** When trylock answers "mutex table full", [`TableCleanup`] reads
-//! the table, destroys the least-recently-modified mutex whose every record is
-//! unlocked (never the lock being acquired), and reports back so the caller can
-//! retry the trylock. Destroying an unlocked mutex forgets its LVB: a later reader
-//! of that lock sees 0 instead of the old value. IDM.md §5 prescribes this
-//! clean-up; lvmlockd re-reads metadata when the value changes, so this is safe.
+//! the table, destroys one mutex whose every record is unlocked (never the lock
+//! being acquired), and reports back so the caller can retry the trylock. The
+//! victim ([`cleanup_victim`]) is a mutex whose LVB is 0 if there is one (destroying
+//! it loses nothing: a reader sees 0 with or without the entry), else the
+//! least-recently-modified one. Destroying a mutex with an LVB forgets the value on
+//! that drive; if enough drives of the last writer's majority forget it, a later
+//! reader sees an older value or 0 (the limit documented in [`super::lvb`]). IDM.md
+//! §5 prescribes this clean-up; lvmlockd re-reads its metadata when the value
+//! changes, which a value that went back to 0 does too.
 
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{Class, DriveError, LockId, MutexOp, MutexState, Record, RECORD_LEN};
@@ -80,10 +84,12 @@ impl TableRead {
     }
 }
 
-/// The mutex to destroy to make room: every record of it unlocked, least recently
-/// modified (largest record time of the mutex is the smallest), never `keep`.
+/// The mutex to destroy to make room: every record of it unlocked, never `keep`;
+/// among those, one whose LVB is 0 first (nothing is lost), then the least recently
+/// modified (largest record time of the mutex is the smallest), then the smallest
+/// lock ID (deterministic).
 pub fn cleanup_victim(records: &[Record], keep: &LockId) -> Option<LockId> {
-    let mut best: Option<(u64, LockId)> = None;
+    let mut best: Option<(bool, u64, LockId)> = None;
     for r in records {
         if r.lock_id == *keep || r.state != MutexState::Unlocked {
             continue;
@@ -92,12 +98,14 @@ pub fn cleanup_victim(records: &[Record], keep: &LockId) -> Option<LockId> {
         if same.clone().any(|o| o.state != MutexState::Unlocked) {
             continue;
         }
-        let modified = same.map(|o| o.time_ms).max().unwrap_or(r.time_ms);
-        if best.is_none_or(|(t, id)| (modified, r.lock_id) < (t, id)) {
-            best = Some((modified, r.lock_id));
+        let modified = same.clone().map(|o| o.time_ms).max().unwrap_or(r.time_ms);
+        let has_lvb = same.map(|o| o.lvb.to_u64()).max().unwrap_or(0) != 0;
+        let key = (has_lvb, modified, r.lock_id);
+        if best.is_none_or(|b| key < b) {
+            best = Some(key);
         }
     }
-    best.map(|(_, id)| id)
+    best.map(|(_, _, id)| id)
 }
 
 /// What to do after a clean-up reply.
@@ -289,6 +297,25 @@ mod tests {
         ];
         assert_eq!(cleanup_victim(&recs, &id("keep")), Some(id("older")));
         assert_eq!(cleanup_victim(&recs[..2], &id("keep")), None);
+    }
+
+    #[test]
+    fn victim_prefers_a_mutex_without_lvb() {
+        let h = HostId::default();
+        let recs = vec![
+            table_rec(id("old-with-lvb"), h, Unlocked, Class::Exclusive, 42, 1),
+            table_rec(id("new-no-lvb"), h, Unlocked, Class::Exclusive, 0, 90),
+            table_rec(id("newer-no-lvb"), h, Unlocked, Class::Exclusive, 0, 95),
+            table_rec(id("held"), h, Locked, Class::Exclusive, 0, 0),
+        ];
+        // Nothing is lost by destroying a mutex whose LVB is 0: the older of those.
+        assert_eq!(cleanup_victim(&recs, &id("x")), Some(id("new-no-lvb")));
+        // Only mutexes with an LVB left: the least recently modified.
+        let with = vec![
+            table_rec(id("a"), h, Unlocked, Class::Exclusive, 7, 30),
+            table_rec(id("b"), h, Unlocked, Class::Exclusive, 9, 20),
+        ];
+        assert_eq!(cleanup_victim(&with, &id("x")), Some(id("b")));
     }
 
     #[test]

@@ -91,12 +91,18 @@ fn main() -> ExitCode {
     let mut ops = 0u64;
     let mut events = 0u64;
     let mut violations = 0usize;
+    let mut excused = [0u64; 2];
+    let mut losses = [0u64; 2];
     let mut failing = Vec::new();
     for seed in args.start_seed..args.start_seed.saturating_add(args.seeds) {
         let r = run_with(seed, args.ops, profile, opts);
         ops += r.ops_done;
         events += r.events;
         violations += r.violation_count;
+        for k in 0..2 {
+            excused[k] += r.stats.lvb_excused[k];
+            losses[k] += r.stats.lvb_losses[k];
+        }
         if args.verbose {
             say(
                 &bar,
@@ -139,6 +145,12 @@ fn main() -> ExitCode {
         args.faults,
         args.seeds as f64 / secs.max(1e-9),
         ops as f64 / secs.max(1e-9),
+    );
+    println!(
+        "LVB lost on a drive: {} by power cycle, {} by table clean-up; reads that went \
+         back because of it (the documented limit, not violations): {} after power \
+         cycles, {} after clean-up",
+        losses[0], losses[1], excused[0], excused[1]
     );
     if failing.is_empty() {
         ExitCode::SUCCESS
