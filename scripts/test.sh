@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The benchmarks' smoke run: tiny sizes, no timing assertions (keeps them working).
+cargo run -p idm-bench --locked -- --quick
 
 # Real-kernel tests in throw-away guests (sg, NVMe, iSCSI; about 70 s once the
 # guest kernel is cached). They need ../shared/tools/guest-run (the team's tool);
