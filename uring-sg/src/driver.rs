@@ -12,6 +12,10 @@
 //!    48), and finished commands are handed to the caller;
 //! 4. commands whose deadline passed are failed with a timeout.
 //!
+//! A turn visits only the **active** transports: those given work (an enqueue)
+//! or a completion since they were last prepared, and those with commands in
+//! flight. A quiet drive among 512 costs nothing per turn.
+//!
 //! The ring is either a plain one ([`Driver::new`]) or an SQE128/CQE32 one
 //! ([`Driver::new_big`]) for `uring_cmd` transports (bsg, NVMe); 64-byte entries
 //! go into a big ring too.
@@ -27,6 +31,22 @@ use crate::transport::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Tr
 const LOCAL_BITS: u32 = 48;
 /// Mask of the `local` part of a token.
 const LOCAL_MASK: u64 = (1 << LOCAL_BITS) - 1;
+/// Flag: the transport is in the active list.
+const ACTIVE: u8 = 1;
+/// Flag: the transport got work or a completion since it was last prepared.
+const TOUCHED: u8 = 2;
+
+/// Marks transport `i` as needing a `prepare` and a place in the active list.
+fn touch(active: &mut Vec<usize>, flags: &mut [u8], i: usize) {
+    if let Some(f) = flags.get_mut(i) {
+        *f |= TOUCHED;
+        if *f & ACTIVE == 0 {
+            *f |= ACTIVE;
+            active.push(i);
+        }
+    }
+}
+
 /// Token of the driver's own cancel entries (never routed to a transport).
 const DRIVER_TOKEN: u64 = u64::MAX;
 
@@ -92,6 +112,10 @@ impl RingCqe for cqueue::Entry32 {
 pub struct Driver<S: RingEntry = squeue::Entry, C: RingCqe = cqueue::Entry> {
     ring: IoUring<S, C>,
     transports: Vec<Box<dyn Transport>>,
+    /// Indices of the active transports (see the module docs).
+    active: Vec<usize>,
+    /// Per transport: [`ACTIVE`] and [`TOUCHED`] bits.
+    flags: Vec<u8>,
     /// Entries pushed whose final completion has not arrived yet.
     sqes_in_flight: usize,
 }
@@ -102,6 +126,8 @@ impl Driver<squeue::Entry, cqueue::Entry> {
         Ok(Driver {
             ring: IoUring::new(entries)?,
             transports: Vec::new(),
+            active: Vec::new(),
+            flags: Vec::new(),
             sqes_in_flight: 0,
         })
     }
@@ -113,6 +139,8 @@ impl Driver<squeue::Entry128, cqueue::Entry32> {
         Ok(Driver {
             ring: IoUring::builder().build(entries)?,
             transports: Vec::new(),
+            active: Vec::new(),
+            flags: Vec::new(),
             sqes_in_flight: 0,
         })
     }
@@ -177,11 +205,16 @@ impl<S: RingEntry, C: RingCqe> Driver<S, C> {
     /// Adds a transport; returns its index (the `drive` of [`Driver::enqueue`]).
     pub fn add(&mut self, transport: Box<dyn Transport>) -> usize {
         self.transports.push(transport);
-        self.transports.len() - 1
+        self.flags.push(0);
+        let i = self.transports.len() - 1;
+        touch(&mut self.active, &mut self.flags, i);
+        i
     }
 
     /// The transport at `index`.
     pub fn transport(&mut self, index: usize) -> Option<&mut (dyn Transport + 'static)> {
+        // The caller may give it work: prepare it next turn.
+        touch(&mut self.active, &mut self.flags, index);
         self.transports.get_mut(index).map(|t| t.as_mut())
     }
 
@@ -213,7 +246,9 @@ impl<S: RingEntry, C: RingCqe> Driver<S, C> {
             .transports
             .get_mut(drive)
             .ok_or(EnqueueError::Closed(libc_einval()))?;
-        t.enqueue(tag, req, Instant::now() + timeout)
+        t.enqueue(tag, req, Instant::now() + timeout)?;
+        touch(&mut self.active, &mut self.flags, drive);
+        Ok(())
     }
 
     /// One loop turn: submit what is queued, wait at most `max_wait` (and never past
@@ -224,20 +259,21 @@ impl<S: RingEntry, C: RingCqe> Driver<S, C> {
         max_wait: Duration,
         done: &mut dyn FnMut(usize, Completion),
     ) -> io::Result<()> {
-        for (i, t) in self.transports.iter_mut().enumerate() {
+        for &i in &self.active {
+            self.flags[i] &= !TOUCHED;
             let mut sink = Sink {
                 ring: &mut self.ring,
                 index: i as u64,
                 pushed: &mut self.sqes_in_flight,
             };
-            t.prepare(&mut sink);
+            self.transports[i].prepare(&mut sink);
         }
         let now = Instant::now();
         let mut wait = max_wait;
         if let Some(d) = self
-            .transports
+            .active
             .iter()
-            .filter_map(|t| t.next_deadline())
+            .filter_map(|&i| self.transports[i].next_deadline())
             .min()
         {
             wait = wait.min(d.saturating_duration_since(now));
@@ -245,9 +281,18 @@ impl<S: RingEntry, C: RingCqe> Driver<S, C> {
         self.enter(wait)?;
         self.reap(done);
         let now = Instant::now();
-        for (i, t) in self.transports.iter_mut().enumerate() {
-            t.expire(now, &mut |c| done(i, c));
+        for &i in &self.active {
+            self.transports[i].expire(now, &mut |c| done(i, c));
         }
+        let (transports, flags) = (&self.transports, &mut self.flags);
+        self.active.retain(|&i| {
+            let t = &transports[i];
+            let keep = flags[i] & TOUCHED != 0 || t.in_flight() > 0 || t.next_deadline().is_some();
+            if !keep {
+                flags[i] &= !ACTIVE;
+            }
+            keep
+        });
         Ok(())
     }
 
@@ -298,6 +343,7 @@ impl<S: RingEntry, C: RingCqe> Driver<S, C> {
                 continue;
             }
             let index = (user_data >> LOCAL_BITS) as usize;
+            touch(&mut self.active, &mut self.flags, index);
             if let Some(t) = self.transports.get_mut(index) {
                 t.on_cqe(user_data & LOCAL_MASK, &cqe, &mut |c| done(index, c));
             }
