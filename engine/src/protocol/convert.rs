@@ -207,12 +207,7 @@ mod tests {
     use uring_sg::{Class, MutexOp::*};
 
     fn held(n: u16, held: &[u16], mode: Mode) -> LockState {
-        let mut st = LockState::new(spec(n), 1);
-        st.mode = Some(mode);
-        for d in held {
-            st.grant(*d, mode.class(), Nanos::ZERO, false);
-        }
-        st
+        held_in(mode, n, held)
     }
 
     #[test]

@@ -137,6 +137,16 @@ pub(crate) mod testutil {
         }
     }
 
+    /// A lock of `n` drives held in `mode` on the drives `held` (granted at 0).
+    pub fn held_in(mode: uring_sg::Mode, n: u16, held: &[u16]) -> LockState {
+        let mut st = LockState::new(spec(n), 1);
+        st.mode = Some(mode);
+        for d in held {
+            st.grant(*d, mode.class(), Nanos::ZERO, false);
+        }
+        st
+    }
+
     pub fn at(ms: u64) -> Now {
         Now {
             mono: Nanos::from_millis(ms),

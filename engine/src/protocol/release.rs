@@ -207,14 +207,8 @@ mod tests {
     use uring_sg::{ControlByte, Mode, MutexOp};
 
     fn held(n: u16, held: &[u16]) -> LockState {
-        let mut st = LockState::new(spec(n), 1);
-        st.mode = Some(Mode::Shared);
-        for d in held {
-            st.grant(*d, Class::SharedProtectedRead, Nanos::ZERO, false);
-        }
-        st
+        held_in(Mode::Shared, n, held)
     }
-    use crate::time::Nanos;
 
     #[test]
     fn unlocks_every_drive_with_lvb() {

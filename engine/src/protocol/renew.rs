@@ -161,15 +161,10 @@ impl Operation for Renew {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use uring_sg::{Class, Mode, MutexOp::*};
+    use uring_sg::{Mode, MutexOp::*};
 
     fn held(n: u16, held: &[u16]) -> LockState {
-        let mut st = LockState::new(spec(n), 1);
-        st.mode = Some(Mode::Exclusive);
-        for d in held {
-            st.grant(*d, Class::Exclusive, Nanos::ZERO, false);
-        }
-        st
+        held_in(Mode::Exclusive, n, held)
     }
 
     #[test]
