@@ -56,6 +56,10 @@ pub struct Args {
     /// Hold the lock this long before releasing it, ms (renewing meanwhile).
     #[arg(long, default_value_t = 0)]
     hold_ms: u64,
+    /// Leave the lock held when this command ends, without renewing it: it lapses
+    /// after the lease unless `idm unlock` (same host ID) releases it first.
+    #[arg(long, conflicts_with = "stop_renew_after_ms")]
+    keep: bool,
     /// Stop renewing this long after the grant (to show lease expiry and
     /// fencing); the lock is then left to lapse, not released.
     #[arg(long)]
@@ -65,7 +69,25 @@ pub struct Args {
     json: bool,
 }
 
-fn parse_mode(s: &str) -> Result<Mode, String> {
+/// An engine with one reactor on the simulator at `sim`, or on real devices.
+pub fn engine_for(sim: Option<&str>, command_timeout: Duration) -> Result<Engine, EngineError> {
+    let command_timeout = command_timeout.max(Duration::from_millis(1));
+    match sim {
+        Some(addr) => Engine::on_sim_server(addr, |c| {
+            c.reactors = 1;
+            c.command_timeout = command_timeout;
+        }),
+        None => {
+            let mut cfg = EngineConfig::new(Arc::new(DeviceOpener::new()));
+            cfg.reactors = 1;
+            cfg.command_timeout = command_timeout;
+            Engine::start(cfg)
+        }
+    }
+}
+
+/// Parses `ex`/`sh`.
+pub fn parse_mode(s: &str) -> Result<Mode, String> {
     match s.to_ascii_lowercase().as_str() {
         "ex" | "exclusive" => Ok(Mode::Exclusive),
         "sh" | "shared" => Ok(Mode::Shared),
@@ -101,19 +123,10 @@ impl Report {
 
 /// Runs `idm lock`.
 pub fn run(args: Args) -> ExitCode {
-    let command_timeout = Duration::from_millis(args.command_timeout_ms.max(1));
-    let engine = match &args.sim {
-        Some(addr) => Engine::on_sim_server(addr, |c| {
-            c.reactors = 1;
-            c.command_timeout = command_timeout;
-        }),
-        None => {
-            let mut cfg = EngineConfig::new(Arc::new(DeviceOpener::new()));
-            cfg.reactors = 1;
-            cfg.command_timeout = command_timeout;
-            Engine::start(cfg)
-        }
-    };
+    let engine = engine_for(
+        args.sim.as_deref(),
+        Duration::from_millis(args.command_timeout_ms),
+    );
     let engine = match engine {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot start the engine: {e}")),
@@ -156,6 +169,22 @@ pub fn run(args: Args) -> ExitCode {
     }
     let granted = Instant::now();
     let hold = Duration::from_millis(args.hold_ms);
+    if args.keep {
+        std::thread::sleep(hold);
+        Report {
+            result: "kept",
+            errno: 0,
+            acquire_ms,
+            fenced: false,
+            message: format!(
+                "left held (not renewed: it lapses {} ms after its last renewal unless released with idm unlock)",
+                args.lease_ms
+            ),
+        }
+        .print(args.json);
+        ls.close(false);
+        return ExitCode::SUCCESS;
+    }
     if let Some(after) = args.stop_renew_after_ms {
         std::thread::sleep(Duration::from_millis(after));
         ls.stop_renew();

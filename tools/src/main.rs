@@ -17,6 +17,8 @@ mod dump;
 mod fault;
 mod lock;
 mod sim;
+mod status;
+mod unlock;
 
 /// The idm-engine command line.
 #[derive(Parser)]
@@ -35,6 +37,10 @@ enum Command {
     Doctor(doctor::Args),
     /// Take one lock through the engine, hold it, release it.
     Lock(lock::Args),
+    /// Release this host's hold of a lock (taken with `idm lock --keep`).
+    Unlock(unlock::Args),
+    /// How a lock stands on its drives: mode, other holders, this host.
+    Status(status::Args),
     /// Run an IDM drive simulator until SIGINT/SIGTERM.
     Sim(sim::Args),
     /// Inject or heal a fault on a simulated drive.
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Lock(a) => lock::run(a),
+        Command::Unlock(a) => unlock::run(a),
+        Command::Status(a) => status::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),

@@ -119,3 +119,69 @@ fn sim_cmd_dump_fault() {
     assert!(st.success(), "{st:?}");
     assert!(!path.exists());
 }
+
+#[test]
+fn engine_commands_lock_keep_status_unlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix:{}", dir.path().join("idm.sock").display());
+    let _sim = start_sim(&sock);
+    let drives = ["sim0", "sim1"];
+    let status = |host: &str| {
+        let o = idm(&[
+            &[
+                "status", "--sim", &sock, "--lock", "lv9", "--host", host, "--json",
+            ][..],
+            &drives,
+        ]
+        .concat());
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    // Nothing yet.
+    let v = status("A");
+    assert_eq!(v["mode"], "unlocked");
+    // Host A takes it and leaves it held.
+    let o = idm(&[
+        &["lock"][..],
+        &["--sim", &sock, "--host", "A", "--lock", "lv9", "--keep"],
+        &drives,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v = status("B");
+    assert_eq!(v["mode"], "exclusive");
+    assert_eq!(v["other_hosts"], 1);
+    assert_eq!(v["held_by_this_host"], false);
+    assert_eq!(status("A")["held_by_this_host"], true);
+    // Host B is refused, and cannot unlock A's lock.
+    let o = idm(&[
+        &["lock"][..],
+        &["--sim", &sock, "--host", "B", "--lock", "lv9", "--no-wait"],
+        &drives,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let o = idm(&[
+        &["unlock"][..],
+        &["--sim", &sock, "--host", "B", "--lock", "lv9"],
+        &drives,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // Host A, from another process, releases it; then B gets it.
+    let o = idm(&[
+        &["unlock"][..],
+        &["--sim", &sock, "--host", "A", "--lock", "lv9"],
+        &drives,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(stdout(&o), "released");
+    let o = idm(&[
+        &["lock"][..],
+        &["--sim", &sock, "--host", "B", "--lock", "lv9", "--no-wait"],
+        &drives,
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+}
