@@ -197,6 +197,7 @@ impl Reactor {
     /// Runs until told to stop or every sender is gone.
     pub fn run(mut self) {
         let mut last_activity = Instant::now();
+        let mut sent_at_last_turn = 0;
         loop {
             if !self.drain_messages() {
                 break;
@@ -224,10 +225,14 @@ impl Reactor {
                 wait = Duration::ZERO;
             }
             let mut completed = std::mem::take(&mut self.completed);
+            let sent_before = sent_at_last_turn;
+            sent_at_last_turn = self.stats.commands;
             let turn = self.driver.turn(wait, &mut |d, c| completed.push((d, c)));
             self.wake.awake();
             self.stats.turns += 1;
-            if !completed.is_empty() || !self.rx.is_empty() {
+            // Activity: replies, new requests, or commands just sent (their
+            // replies may come back within the spin on fast drives).
+            if !completed.is_empty() || !self.rx.is_empty() || self.stats.commands != sent_before {
                 last_activity = Instant::now();
             } else if spinning {
                 std::hint::spin_loop();
