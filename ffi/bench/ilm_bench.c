@@ -78,15 +78,23 @@ static int run_batch(struct idm_engine *e, struct idm_lockspace *l, struct idm_o
 {
 	for (int i = 0; i < n; i++)
 		ops[i].kind = kind;
-	if (idm_submit(l, ops, (size_t)n) != n)
+	long sub = idm_submit(l, ops, (size_t)n);
+	if (sub != n) {
+		fprintf(stderr, "idm_submit: %ld of %d\n", sub, n);
 		return -1;
+	}
 	for (int got = 0; got < n;) {
 		long r = idm_engine_wait(e, buf, 1024, 30000);
-		if (r <= 0)
+		if (r <= 0) {
+			fprintf(stderr, "idm_engine_wait: %ld after %d of %d\n", r, got, n);
 			return -1;
+		}
 		for (long i = 0; i < r; i++)
-			if (buf[i].result != 0)
+			if (buf[i].result != 0) {
+				fprintf(stderr, "op %llu (kind %u): %d\n", (unsigned long long)buf[i].tag,
+					buf[i].kind, buf[i].result);
 				return buf[i].result;
+			}
 		got += (int)r;
 	}
 	return 0;

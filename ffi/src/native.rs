@@ -627,20 +627,33 @@ pub extern "C" fn idm_engine_wait(
         if e.sink.callback.is_some() {
             return Err(errno::EINVAL);
         }
-        if e.sink.queue.is_empty() {
-            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-            let mut fds = [PollFd::new(e.sink.efd.as_fd(), PollFlags::POLLIN)];
-            let t = if timeout_ms < 0 {
-                PollTimeout::NONE
-            } else {
-                PollTimeout::try_from(timeout_ms).map_err(|_| errno::EINVAL)?
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // The eventfd can be readable with nothing queued (a completion counted
+        // by a reap that was already draining): wake-ups are hints, so loop until
+        // something is reaped or the time is up.
+        let deadline = (timeout_ms >= 0)
+            .then(|| std::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
+        loop {
+            let got = reap_into(e, out, max)?;
+            if got > 0 {
+                return Ok(got);
+            }
+            let t = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(0);
+                    }
+                    PollTimeout::try_from(left.as_millis().max(1)).map_err(|_| errno::EINVAL)?
+                }
             };
+            let mut fds = [PollFd::new(e.sink.efd.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, t) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e as i32),
             }
         }
-        reap_into(e, out, max)
     }) as c_long
 }
 

@@ -192,6 +192,13 @@ fn fencing_on_the_socket_simulator() {
 }
 
 #[test]
+fn native_api_reaped_only_through_idm_engine_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("native_wait", dir.path());
+    run(&exe, dir.path(), &[], &[("IDM_SIM", "mem:3")]);
+}
+
+#[test]
 fn native_api_thousands_of_ops_in_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile("native_batch", dir.path());

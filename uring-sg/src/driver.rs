@@ -151,6 +151,9 @@ struct Sink<'a, S: RingEntry, C: RingCqe> {
     ring: &'a mut IoUring<S, C>,
     index: u64,
     pushed: &'a mut usize,
+    /// A push was refused (SQ full, or the kernel busy with a CQ backlog): the
+    /// transport has work left and must be prepared again next turn.
+    refused: bool,
 }
 
 impl<S: RingEntry, C: RingCqe> Sink<'_, S, C> {
@@ -166,12 +169,15 @@ impl<S: RingEntry, C: RingCqe> Sink<'_, S, C> {
             return true;
         }
         if self.ring.submit().is_err() {
+            self.refused = true;
             return false;
         }
         // SAFETY: as above.
         let ok = unsafe { self.ring.submission().push(e) }.is_ok();
         if ok {
             *self.pushed += 1;
+        } else {
+            self.refused = true;
         }
         ok
     }
@@ -265,8 +271,13 @@ impl<S: RingEntry, C: RingCqe> Driver<S, C> {
                 ring: &mut self.ring,
                 index: i as u64,
                 pushed: &mut self.sqes_in_flight,
+                refused: false,
             };
             self.transports[i].prepare(&mut sink);
+            if sink.refused {
+                // Work left behind (a full SQ): stay active, prepare again.
+                self.flags[i] |= TOUCHED;
+            }
         }
         let now = Instant::now();
         let mut wait = max_wait;
