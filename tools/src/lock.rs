@@ -11,31 +11,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idm_engine::api::{
-    DeviceOpener, Engine, EngineConfig, EngineError, FenceAction, LockOptions, LockspaceConfig,
-};
+use idm_engine::api::{EngineError, FenceAction, LockOptions, LockspaceConfig};
 use idm_engine::error::LockError;
-use uring_sg::{HostId, LockId, Mode};
+use uring_sg::{HostId, Mode};
 
 use crate::common::{errno_name, fail, EXIT_ERROR};
+use crate::target::{parse_mode, LockTarget};
 
 /// Options of `idm lock`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Drives the lock spans: simulator drive names with `--sim`, else device
-    /// paths (`/dev/sdX`, `/dev/mapper/...`, `/dev/disk/by-id/...`, `/dev/nvmeXnY`).
-    #[arg(required = true)]
-    drives: Vec<String>,
-    /// Use drives on the simulator at this address (`unix:PATH`, `tcp:HOST:PORT`);
-    /// without it, real devices.
-    #[arg(long, env = "IDM_SIM")]
-    sim: Option<String>,
+    #[command(flatten)]
+    target: LockTarget,
     /// This host's ID (text up to 32 bytes, or `hex:...`).
     #[arg(long)]
     host: HostId,
-    /// The lock's ID (text up to 64 bytes, or `hex:...`).
-    #[arg(long)]
-    lock: LockId,
     /// Lock mode.
     #[arg(long, default_value = "ex", value_parser = parse_mode)]
     mode: Mode,
@@ -45,11 +35,6 @@ pub struct Args {
     /// Give up acquiring after this long, ms.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
-    /// Time one drive command may take, ms. On Linux a drive's BUSY answer comes
-    /// back as a timeout (the SCSI layer requeues BUSY), so this bounds how long
-    /// taking over from an expired holder takes on real drives.
-    #[arg(long, default_value_t = 5_000)]
-    command_timeout_ms: u64,
     /// Fail at once with "busy" on live contention.
     #[arg(long)]
     no_wait: bool,
@@ -67,32 +52,6 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// An engine with one reactor on the simulator at `sim`, or on real devices.
-pub fn engine_for(sim: Option<&str>, command_timeout: Duration) -> Result<Engine, EngineError> {
-    let command_timeout = command_timeout.max(Duration::from_millis(1));
-    match sim {
-        Some(addr) => Engine::on_sim_server(addr, |c| {
-            c.reactors = 1;
-            c.command_timeout = command_timeout;
-        }),
-        None => {
-            let mut cfg = EngineConfig::new(Arc::new(DeviceOpener::new()));
-            cfg.reactors = 1;
-            cfg.command_timeout = command_timeout;
-            Engine::start(cfg)
-        }
-    }
-}
-
-/// Parses `ex`/`sh`.
-pub fn parse_mode(s: &str) -> Result<Mode, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "ex" | "exclusive" => Ok(Mode::Exclusive),
-        "sh" | "shared" => Ok(Mode::Shared),
-        _ => Err(format!("mode must be ex or sh, not {s:?}")),
-    }
 }
 
 /// What happened, for `--json`.
@@ -123,20 +82,12 @@ impl Report {
 
 /// Runs `idm lock`.
 pub fn run(args: Args) -> ExitCode {
-    let engine = engine_for(
-        args.sim.as_deref(),
-        Duration::from_millis(args.command_timeout_ms),
-    );
-    let engine = match engine {
-        Ok(e) => e,
-        Err(e) => return fail(format!("cannot start the engine: {e}")),
-    };
     let fenced = Arc::new(AtomicBool::new(false));
     let mut cfg = LockspaceConfig::new("idm-lock").with_lease(Duration::from_millis(args.lease_ms));
     cfg.host_id = args.host;
     let f = fenced.clone();
     cfg.fence = FenceAction::Callback(Arc::new(move |_| f.store(true, Ordering::SeqCst)));
-    let ls = match engine.lockspace(cfg) {
+    let ls = match args.target.open(cfg) {
         Ok(ls) => ls,
         Err(e) => return fail(e),
     };
@@ -145,7 +96,7 @@ pub fn run(args: Args) -> ExitCode {
         no_wait: args.no_wait,
     };
     let started = Instant::now();
-    let got = ls.lock(args.lock, args.mode, &args.drives, opts);
+    let got = ls.lock(args.target.lock, args.mode, &args.target.drives, opts);
     let acquire_ms = started.elapsed().as_secs_f64() * 1e3;
     if let Err(e) = got {
         let busy = matches!(e, EngineError::Lock(LockError::Busy));
@@ -164,7 +115,7 @@ pub fn run(args: Args) -> ExitCode {
         println!(
             "granted {:?} on {} drive(s) in {acquire_ms:.1} ms",
             args.mode,
-            args.drives.len()
+            args.target.drives.len()
         );
     }
     let granted = Instant::now();
@@ -234,7 +185,7 @@ pub fn run(args: Args) -> ExitCode {
         ls.close(false);
         return ExitCode::from(3);
     }
-    match ls.unlock(args.lock) {
+    match ls.unlock(args.target.lock) {
         Ok(()) => {
             Report {
                 result: "released",

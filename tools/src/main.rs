@@ -18,6 +18,7 @@ mod fault;
 mod lock;
 mod sim;
 mod status;
+mod target;
 mod unlock;
 
 /// The idm-engine command line.

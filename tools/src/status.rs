@@ -2,34 +2,23 @@
 //! (majority vote of the drives' classes) and how many other hosts hold it.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use idm_engine::api::{EngineError, LockspaceConfig};
 use idm_engine::error::LockError;
-use uring_sg::{HostId, LockId, Mode};
+use uring_sg::{HostId, Mode};
 
 use crate::common::{errno_name, fail};
-use crate::lock::engine_for;
+use crate::target::LockTarget;
 
 /// Options of `idm status`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Drives the lock spans (simulator drive names with `--sim`, else device paths).
-    #[arg(required = true)]
-    drives: Vec<String>,
-    /// Use drives on the simulator at this address; without it, real devices.
-    #[arg(long, env = "IDM_SIM")]
-    sim: Option<String>,
+    #[command(flatten)]
+    target: LockTarget,
     /// This host's ID (to tell whether this host holds it); default: this
     /// machine's stable ID.
     #[arg(long)]
     host: Option<HostId>,
-    /// The lock's ID.
-    #[arg(long)]
-    lock: LockId,
-    /// Time one drive command may take, ms.
-    #[arg(long, default_value_t = 5_000)]
-    command_timeout_ms: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -37,28 +26,21 @@ pub struct Args {
 
 /// Runs `idm status`.
 pub fn run(args: Args) -> ExitCode {
-    let engine = match engine_for(
-        args.sim.as_deref(),
-        Duration::from_millis(args.command_timeout_ms),
-    ) {
-        Ok(e) => e,
-        Err(e) => return fail(format!("cannot start the engine: {e}")),
-    };
     let mut cfg = LockspaceConfig::new("idm-status");
     if let Some(h) = args.host {
         cfg.host_id = h;
     }
-    let ls = match engine.lockspace(cfg) {
+    let ls = match args.target.open(cfg) {
         Ok(ls) => ls,
         Err(e) => return fail(e),
     };
     let unknown = |e: &EngineError| matches!(e, EngineError::Lock(LockError::NotFound));
-    let mode = match ls.mode(args.lock, &args.drives) {
+    let mode = match ls.mode(args.target.lock, &args.target.drives) {
         Ok(m) => m,
         Err(e) if unknown(&e) => None,
         Err(e) => return fail(format!("{e} ({})", errno_name(e.errno()))),
     };
-    let (others, mine) = match ls.host_count(args.lock, &args.drives) {
+    let (others, mine) = match ls.host_count(args.target.lock, &args.target.drives) {
         Ok(c) => c,
         Err(e) if unknown(&e) => (0, false),
         Err(e) => return fail(format!("{e} ({})", errno_name(e.errno()))),

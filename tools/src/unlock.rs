@@ -12,46 +12,29 @@ use std::time::Duration;
 
 use idm_engine::api::{EngineError, LockOptions, LockspaceConfig};
 use idm_engine::error::LockError;
-use uring_sg::{HostId, LockId, Mode};
+use uring_sg::{HostId, Mode};
 
 use crate::common::{errno_name, fail, EXIT_ERROR};
-use crate::lock::{engine_for, parse_mode};
+use crate::target::{parse_mode, LockTarget};
 
 /// Options of `idm unlock`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Drives the lock spans (simulator drive names with `--sim`, else device paths).
-    #[arg(required = true)]
-    drives: Vec<String>,
-    /// Use drives on the simulator at this address; without it, real devices.
-    #[arg(long, env = "IDM_SIM")]
-    sim: Option<String>,
+    #[command(flatten)]
+    target: LockTarget,
     /// This host's ID, as the lock was taken with.
     #[arg(long)]
     host: HostId,
-    /// The lock's ID.
-    #[arg(long)]
-    lock: LockId,
     /// The mode the lock was taken in.
     #[arg(long, default_value = "ex", value_parser = parse_mode)]
     mode: Mode,
-    /// Time one drive command may take, ms.
-    #[arg(long, default_value_t = 5_000)]
-    command_timeout_ms: u64,
 }
 
 /// Runs `idm unlock`.
 pub fn run(args: Args) -> ExitCode {
-    let engine = match engine_for(
-        args.sim.as_deref(),
-        Duration::from_millis(args.command_timeout_ms),
-    ) {
-        Ok(e) => e,
-        Err(e) => return fail(format!("cannot start the engine: {e}")),
-    };
     let mut cfg = LockspaceConfig::new("idm-unlock");
     cfg.host_id = args.host;
-    let ls = match engine.lockspace(cfg) {
+    let ls = match args.target.open(cfg) {
         Ok(ls) => ls,
         Err(e) => return fail(e),
     };
@@ -59,7 +42,7 @@ pub fn run(args: Args) -> ExitCode {
         timeout: Duration::from_secs(5),
         no_wait: true,
     };
-    match ls.lock(args.lock, args.mode, &args.drives, opts) {
+    match ls.lock(args.target.lock, args.mode, &args.target.drives, opts) {
         Ok(()) => {}
         Err(e @ EngineError::Lock(LockError::Busy)) => {
             println!(
@@ -74,7 +57,7 @@ pub fn run(args: Args) -> ExitCode {
             return fail(format!("{e} ({})", errno_name(e.errno())));
         }
     }
-    match ls.unlock(args.lock) {
+    match ls.unlock(args.target.lock) {
         Ok(()) => {
             println!("released");
             ExitCode::SUCCESS
