@@ -73,18 +73,18 @@ fn parse_latency(s: &str) -> Result<Latency, String> {
     s.parse::<Latency>().map_err(|e| e.to_string())
 }
 
-fn host_id(i: usize) -> HostId {
-    let mut id = [0u8; 32];
-    let name = format!("demo-host-{i}");
-    id[..name.len()].copy_from_slice(name.as_bytes());
-    HostId(id)
+/// Parses an ID (lock or host) from its text form.
+fn id<T: std::str::FromStr>(text: &str) -> Result<T, EngineError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| EngineError::InvalidArgument(format!("ID {text:?}: {e}")))
 }
 
-fn lock_id(name: &str) -> LockId {
-    let mut id = [0u8; 64];
-    let n = name.len().min(64);
-    id[..n].copy_from_slice(&name.as_bytes()[..n]);
-    LockId(id)
+/// `count` lock IDs named `prefix/0`, `prefix/1`...
+fn lock_ids(prefix: &str, count: u32) -> Result<Arc<[LockId]>, EngineError> {
+    (0..count).map(|i| id(&format!("{prefix}/{i}"))).collect()
 }
 
 /// One host's exclusive hold of a hot lock, as the host saw it.
@@ -147,7 +147,7 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
         })?;
         let mut cfg = LockspaceConfig::new(&format!("demo-vg-host{h}"))
             .with_lease(Duration::from_millis(args.lease_ms));
-        cfg.host_id = host_id(h);
+        cfg.host_id = id::<HostId>(&format!("demo-host-{h}"))?;
         spaces.push(Arc::new(engine.lockspace(cfg)?));
         engines.push(engine);
     }
@@ -167,17 +167,12 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
         args.held, args.locks, args.hot, args.workers
     );
 
+    let hot_ids = lock_ids("demo/hot", u32::from(args.hot))?;
     // Long-held locks: taken once, renewed for the whole run.
     for (h, ls) in spaces.iter().enumerate() {
-        let pending: Vec<_> = (0..args.held)
-            .map(|i| {
-                ls.lock_async(
-                    lock_id(&format!("demo/host{h}/held/{i}")),
-                    Mode::Exclusive,
-                    &drives,
-                    LockOptions::default(),
-                )
-            })
+        let pending: Vec<_> = lock_ids(&format!("demo/host{h}/held"), args.held)?
+            .iter()
+            .map(|id| ls.lock_async(*id, Mode::Exclusive, &drives, LockOptions::default()))
             .collect();
         for p in pending {
             p.wait()?;
@@ -185,7 +180,7 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
     }
 
     let counters = Arc::new(Counters::default());
-    let holds: Arc<Mutex<HashMap<u16, Vec<Hold>>>> = Arc::new(Mutex::new(HashMap::new()));
+    let holds: Arc<Mutex<HashMap<usize, Vec<Hold>>>> = Arc::new(Mutex::new(HashMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
@@ -198,10 +193,11 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
             let holds = holds.clone();
             let stop = stop.clone();
             let seed = args.seed ^ ((h as u64) << 32 | u64::from(w));
-            let (hot, locks) = (args.hot, args.locks);
+            let hot = hot_ids.clone();
+            let own = lock_ids(&format!("demo/host{h}/own"), args.locks.max(1))?;
             threads.push(std::thread::spawn(move || {
                 worker(
-                    h, &ls, &drives, hot, locks, seed, until, &stop, &counters, &holds,
+                    h, &ls, &drives, &hot, &own, seed, until, &stop, &counters, &holds,
                 );
             }));
         }
@@ -282,13 +278,13 @@ fn worker(
     h: usize,
     ls: &Lockspace,
     drives: &[String],
-    hot: u16,
-    locks: u32,
+    hot: &[LockId],
+    own: &[LockId],
     seed: u64,
     until: Instant,
     stop: &AtomicBool,
     counters: &Counters,
-    holds: &Mutex<HashMap<u16, Vec<Hold>>>,
+    holds: &Mutex<HashMap<usize, Vec<Hold>>>,
 ) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let no_wait = LockOptions {
@@ -301,8 +297,8 @@ fn worker(
     };
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
         if rng.gen_bool(0.3) {
-            let k = rng.gen_range(0..hot);
-            let id = lock_id(&format!("demo/hot/{k}"));
+            let k = rng.gen_range(0..hot.len());
+            let id = hot[k];
             let got = match ls.lock(id, Mode::Exclusive, drives, no_wait) {
                 Ok(()) => Ok(false),
                 Err(EngineError::Lock(LockError::Busy)) => {
@@ -340,8 +336,7 @@ fn worker(
                 }
             }
         } else {
-            let i = rng.gen_range(0..locks.max(1));
-            let id = lock_id(&format!("demo/host{h}/own/{i}"));
+            let id = own[rng.gen_range(0..own.len())];
             let mode = if rng.gen_bool(0.5) {
                 Mode::Exclusive
             } else {
@@ -399,7 +394,7 @@ fn inject_faults(array: &SimArray, seed: u64, stop: &AtomicBool) {
 }
 
 /// Exclusive holds of one hot lock by different hosts that overlap in time.
-fn check_overlaps(holds: &HashMap<u16, Vec<Hold>>) -> usize {
+fn check_overlaps(holds: &HashMap<usize, Vec<Hold>>) -> usize {
     let mut bad = 0;
     for list in holds.values() {
         let mut list = list.clone();
