@@ -67,15 +67,12 @@ fn shared_locks_coexist_and_convert_both_ways() {
     b.lock(l, Mode::Shared, &drives, no_wait()).unwrap();
     assert_eq!(a.host_count(l, &drives).unwrap(), (1, true));
     // Promotion refused while b holds it; a still holds SH.
-    assert!(a
-        .convert(l, Mode::Exclusive, Duration::from_secs(2))
-        .is_err());
+    assert!(a.convert(l, Mode::Exclusive).is_err());
     assert_eq!(b.mode(l, &drives).unwrap(), Some(Mode::Shared));
     b.unlock(l).unwrap();
-    a.convert(l, Mode::Exclusive, Duration::from_secs(2))
-        .unwrap();
+    a.convert(l, Mode::Exclusive).unwrap();
     assert_eq!(b.mode(l, &drives).unwrap(), Some(Mode::Exclusive));
-    a.convert(l, Mode::Shared, Duration::from_secs(2)).unwrap();
+    a.convert(l, Mode::Shared).unwrap();
     b.lock(l, Mode::Shared, &drives, no_wait()).unwrap();
 }
 

@@ -318,7 +318,8 @@ struct idm_op {
    */
   uint32_t flags;
   /**
-   * Deadline of the operation, ms; 0: 5000.
+   * `IDM_OP_LOCK` only: give up acquiring after this long, ms; 0: 5000. The
+   * other operations are bounded by the engine's command timeout.
    */
   uint32_t timeout_ms;
   /**

@@ -130,7 +130,8 @@ pub struct idm_op {
     pub drive_num: u32,
     /// `IDM_OP_FLAG_*`.
     pub flags: u32,
-    /// Deadline of the operation, ms; 0: 5000.
+    /// `IDM_OP_LOCK` only: give up acquiring after this long, ms; 0: 5000. The
+    /// other operations are bounded by the engine's command timeout.
     pub timeout_ms: u32,
     /// Reserved, 0.
     pub reserved: u32,
@@ -425,8 +426,8 @@ impl idm_lockspace {
                 Fut::Unit(self.ls.lock_async(id, mode, &d, opts))
             }
             IDM_OP_UNLOCK => Fut::Unit(self.ls.unlock_async(id)),
-            IDM_OP_CONVERT => Fut::Unit(self.ls.convert_async(id, mode_of(op.mode)?, timeout)),
-            IDM_OP_READ_LVB => Fut::Lvb(self.ls.read_lvb_async(id, timeout)),
+            IDM_OP_CONVERT => Fut::Unit(self.ls.convert_async(id, mode_of(op.mode)?)),
+            IDM_OP_READ_LVB => Fut::Lvb(self.ls.read_lvb_async(id)),
             IDM_OP_WRITE_LVB => Fut::Unit(self.ls.write_lvb_async(id, Lvb(op.lvb))),
             IDM_OP_HOST_COUNT => Fut::Count(self.ls.host_count_async(id, &checked(op)?)),
             IDM_OP_MODE => Fut::Mode(self.ls.mode_async(id, &checked(op)?)),

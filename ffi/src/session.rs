@@ -19,8 +19,8 @@
 //!
 //! **Waiting.** `ilm_lock` does not wait behind a live holder: it returns `-EBUSY`
 //! at once (lvmlockd retries on its own schedule), and gives up after
-//! [`OP_TIMEOUT`] when drives do not answer. Convert and LVB reads use the same
-//! deadline.
+//! [`OP_TIMEOUT`] when drives do not answer. Convert and LVB reads have no
+//! deadline of their own: the engine's command timeout bounds each drive command.
 //!
 //! **Fencing.** The kill path (`ilm_set_killpath`) is the fencing action if set,
 //! else the signal (`ilm_set_signal`, sent to this process), else none (the
@@ -360,7 +360,7 @@ impl Session {
     /// `ilm_convert`.
     pub(crate) fn convert(&self, id: LockId, mode: Mode) -> Result<(), i32> {
         let space = self.existing().ok_or(errno::ENOENT)?;
-        let r = space.ls()?.convert(id, mode, OP_TIMEOUT);
+        let r = space.ls()?.convert(id, mode);
         r.map_err(|e| engine_err("convert", e))
     }
 

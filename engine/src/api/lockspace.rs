@@ -259,33 +259,28 @@ impl Lockspace {
     }
 
     /// Converts lock `id` to `mode`. On failure the lock stays held in its old mode.
-    pub fn convert_async(&self, id: LockId, mode: Mode, timeout: Duration) -> OpFuture<()> {
-        let req = OpRequest::Convert {
-            mode,
-            deadline: Instant::now() + timeout,
-        };
-        self.submit(id, req, done)
+    /// Convert, read LVB, host count and mode take no timeout: every drive
+    /// command is bounded by [`super::EngineConfig::command_timeout`], and so are
+    /// these operations.
+    pub fn convert_async(&self, id: LockId, mode: Mode) -> OpFuture<()> {
+        self.submit(id, OpRequest::Convert { mode }, done)
     }
 
     /// Blocking [`Lockspace::convert_async`].
-    pub fn convert(&self, id: LockId, mode: Mode, timeout: Duration) -> Result<(), EngineError> {
-        self.convert_async(id, mode, timeout).wait()
+    pub fn convert(&self, id: LockId, mode: Mode) -> Result<(), EngineError> {
+        self.convert_async(id, mode).wait()
     }
 
     /// Reads the LVB of held lock `id`: the maximum over a majority of its drives,
     /// or all-ones ([`Lvb::INVALID`]) if a drive was taken by break (the previous
     /// holder may not have stored its value). Byte 7 always reads as 0 (IDM.md §5).
-    pub fn read_lvb_async(&self, id: LockId, timeout: Duration) -> OpFuture<Lvb> {
-        let req = OpRequest::ReadLvb {
-            deadline: Instant::now() + timeout,
-        };
-        self.submit(id, req, lvb)
+    pub fn read_lvb_async(&self, id: LockId) -> OpFuture<Lvb> {
+        self.submit(id, OpRequest::ReadLvb, lvb)
     }
 
     /// Blocking [`Lockspace::read_lvb_async`].
     pub fn read_lvb(&self, id: LockId) -> Result<Lvb, EngineError> {
-        self.read_lvb_async(id, LockOptions::default().timeout)
-            .wait()
+        self.read_lvb_async(id).wait()
     }
 
     /// Sets the LVB that the release of held lock `id` stores on its drives.
@@ -311,11 +306,7 @@ impl Lockspace {
             Ok(d) => d,
             Err(e) => return OpFuture::failed(e),
         };
-        let req = OpRequest::HostCount {
-            drives,
-            deadline: Instant::now() + LockOptions::default().timeout,
-        };
-        self.submit(id, req, count)
+        self.submit(id, OpRequest::HostCount { drives }, count)
     }
 
     /// Blocking [`Lockspace::host_count_async`].
@@ -333,11 +324,7 @@ impl Lockspace {
             Ok(d) => d,
             Err(e) => return OpFuture::failed(e),
         };
-        let req = OpRequest::Mode {
-            drives,
-            deadline: Instant::now() + LockOptions::default().timeout,
-        };
-        self.submit(id, req, mode)
+        self.submit(id, OpRequest::Mode { drives }, mode)
     }
 
     /// Blocking [`Lockspace::mode_async`].

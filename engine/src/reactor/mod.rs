@@ -380,7 +380,7 @@ impl Reactor {
             OpRequest::Renew => done.complete(Err(EngineError::InvalidArgument(
                 "renewal is the engine's own business".into(),
             ))),
-            OpRequest::Release | OpRequest::Convert { .. } | OpRequest::ReadLvb { .. } => {
+            OpRequest::Release | OpRequest::Convert { .. } | OpRequest::ReadLvb => {
                 match self.index.get(&(ls, lock)) {
                     Some(&k) if self.locks[k].claimed => {
                         if matches!(req, OpRequest::Release) {

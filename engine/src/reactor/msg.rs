@@ -73,18 +73,15 @@ pub enum OpRequest {
     },
     /// Release (storing the LVB if one was written).
     Release,
-    /// Convert to `mode`.
+    /// Convert to `mode`. Convert, read LVB, host count and mode have no deadline
+    /// of their own: each drive command is bounded by the engine's command
+    /// timeout, and so is the operation (its rounds are few and bounded).
     Convert {
         /// The new mode.
         mode: Mode,
-        /// Give up at this time.
-        deadline: Instant,
     },
     /// Read the LVB from a majority of the drives.
-    ReadLvb {
-        /// Give up at this time.
-        deadline: Instant,
-    },
+    ReadLvb,
     /// Renew on the drives (the reactor's own, on the lockspace's cadence).
     Renew,
     /// Set the LVB stored at release (no drive command).
@@ -93,15 +90,11 @@ pub enum OpRequest {
     HostCount {
         /// The drives to ask.
         drives: DriveNames,
-        /// Give up at this time.
-        deadline: Instant,
     },
     /// The lock's mode on `drives` (held or not by us).
     Mode {
         /// The drives to ask.
         drives: DriveNames,
-        /// Give up at this time.
-        deadline: Instant,
     },
 }
 

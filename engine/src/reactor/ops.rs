@@ -31,7 +31,7 @@ pub fn build(
         OpRequest::Convert { mode, .. } => {
             Erased::boxed(Convert::new(*mode), OpKind::Convert, |()| OpOutput::Done)
         }
-        OpRequest::ReadLvb { .. } => Erased::boxed(ReadLvb::new(), OpKind::ReadLvb, OpOutput::Lvb),
+        OpRequest::ReadLvb => Erased::boxed(ReadLvb::new(), OpKind::ReadLvb, OpOutput::Lvb),
         OpRequest::HostCount { .. } => Erased::boxed(GetHostCount::new(), OpKind::HostCount, |c| {
             OpOutput::HostCount {
                 others: c.others,
