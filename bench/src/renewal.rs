@@ -124,7 +124,7 @@ fn engine_run(
     let sim = c1.since(&c0, SIM) as f64;
     let renewals = last.renewals() - base.renewals();
     let failures = last.renew_failures() - base.renew_failures();
-    let kind = idm_engine::reactor::op::OpKind::Renew;
+    let kind = idm_engine::locks::OpKind::Renew;
     let h = &last.total.latency[kind.index()];
     let fenced = ls.is_fenced();
     ls.close(false);

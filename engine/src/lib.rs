@@ -9,6 +9,10 @@
 //!   trait. They take `(now, drive reply)` and emit drive commands
 //!   ([`uring_sg::transport::Request`]) and timers. The contract with the reactor
 //!   that runs them is in the [`protocol`] module docs.
+//! - [`locks`]: the per-lock lifecycle around those machines ([`locks::LockTable`]):
+//!   queueing, renewal scheduling, fencing, answering callers at quorum, late
+//!   replies, unresponsive drives, command timeouts. Sans-IO too: the reactor and
+//!   the deterministic simulation run the same table.
 //! - [`lease`]: how long a held lock may be trusted.
 //! - [`fencing`]: when to renew and when to fence.
 //! - [`time`]: [`Nanos`], the monotonic time all of it runs on.
@@ -99,6 +103,7 @@ pub mod completion;
 pub mod error;
 pub mod fencing;
 pub mod lease;
+pub mod locks;
 pub mod protocol;
 pub mod reactor;
 pub mod time;

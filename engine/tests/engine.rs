@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use idm_engine::api::{Engine, EngineError, FenceAction, LockOptions, LockspaceConfig, SimArray};
 use idm_engine::error::LockError;
-use idm_engine::reactor::op::OpKind;
+use idm_engine::locks::OpKind;
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
 fn host(name: &str) -> HostId {

@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use ::idm_engine::api::{FenceAction, LockOptions, Lockspace, LockspaceConfig, OpFuture};
-use ::idm_engine::reactor::op::OpKind;
+use ::idm_engine::locks::OpKind;
 use crossbeam::queue::SegQueue;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use uring_sg::{HostId, LockId, Lvb, Mode};

@@ -22,7 +22,7 @@ use idm_engine::api::{
     Engine, EngineError, EngineStats, LockOptions, Lockspace, LockspaceConfig, SimArray,
 };
 use idm_engine::error::LockError;
-use idm_engine::reactor::op::OpKind;
+use idm_engine::locks::OpKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

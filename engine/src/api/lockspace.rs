@@ -12,8 +12,8 @@ use uring_sg::{HostId, LockId, Lvb, Mode};
 use super::{Engine, EngineError, FenceAction, LockOptions, LockspaceConfig};
 use crate::completion::{pair, Pending};
 use crate::fencing::LeasePolicy;
+use crate::locks::OpOutput;
 use crate::reactor::msg::{DriveNames, LockspaceId, Msg, OpRequest, OpResult};
-use crate::reactor::op::OpOutput;
 use crate::reactor::stopped;
 use crate::time::Nanos;
 
@@ -101,6 +101,24 @@ impl LockspaceShared {
     /// Replaces the fencing action.
     pub fn set_fence_action(&self, action: FenceAction) {
         *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = action;
+    }
+}
+
+impl crate::locks::LockspaceCtl for Arc<LockspaceShared> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+    fn mark_fenced(&self) -> bool {
+        !self.fenced.swap(true, Ordering::SeqCst)
+    }
+    fn renew_paused(&self) -> bool {
+        self.renew_paused.load(Ordering::SeqCst)
+    }
+    fn fault_percent(&self) -> u32 {
+        self.fault_pct.load(Ordering::Relaxed)
     }
 }
 

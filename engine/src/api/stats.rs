@@ -1,7 +1,7 @@
 //! The engine's statistics as callers see them.
 
+use crate::locks::OpKind;
 use crate::reactor::drives::DriveHealth;
-use crate::reactor::op::OpKind;
 use crate::reactor::stats::ReactorStats;
 
 /// Latency summary of one operation kind.

@@ -22,6 +22,14 @@
 //!   cleared (mode `None`, no held drive) in `start`, so no lease is trusted while
 //!   the unlocks are in flight.
 //!
+//! - A **fenced release** ([`Release::fenced`]: the lockspace was fenced, or the
+//!   lease had already lapsed when the release started) stores nothing: the LVB the
+//!   caller wrote is dropped, and "not held" counts as released, so no drive is ever
+//!   re-trylocked. Another host may have broken in and written a newer LVB since our
+//!   lease lapsed; a late writer must not roll it back. The unlocks still go to every
+//!   drive (a drive where we are no longer a member answers "not held" and changes
+//!   nothing).
+//!
 //! Outcome at a majority of answers ("released" or "not held"); a majority
 //! impossible (I/O errors) → [`LockError::Io`] (or what the errors say). Late replies
 //! are still consumed before the operation is finished.
@@ -55,6 +63,7 @@ pub struct Release {
     tally: Option<Tally>,
     errors: ErrorSummary,
     decided: bool,
+    fenced: bool,
     outcome: Option<Result<(), LockError>>,
 }
 
@@ -62,6 +71,14 @@ impl Release {
     /// A release of the lock.
     pub fn new() -> Release {
         Release::default()
+    }
+
+    /// A release that stores no LVB and never re-trylocks (see the module docs).
+    pub fn fenced() -> Release {
+        Release {
+            fenced: true,
+            ..Release::default()
+        }
     }
 
     fn decide(&mut self) {
@@ -101,7 +118,7 @@ impl Operation for Release {
             self.outcome = Some(Err(LockError::NotHeld));
             return;
         };
-        self.lvb = st.lvb.take();
+        self.lvb = st.lvb.take().filter(|_| !self.fenced);
         self.tally = Some(Tally::new(st.spec.n_drives));
         self.steps = (0..st.spec.n_drives)
             .map(|d| Step::Unlock {

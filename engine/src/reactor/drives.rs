@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use uring_sg::DriveError;
 
@@ -19,6 +20,11 @@ pub struct DriveHealth {
     pub last_error: Option<DriveError>,
     /// Path switches after I/O errors.
     pub failovers: u64,
+    /// Marked unresponsive now (a command timed out, no answer since): it gets
+    /// only probes until it answers ([`crate::locks::health`]).
+    pub unresponsive: bool,
+    /// Times it became unresponsive.
+    pub unresponsive_episodes: u64,
 }
 
 /// One drive: its name, its open paths (transport indices in the reactor's
@@ -33,7 +39,14 @@ pub struct DriveSlot {
     pub current: usize,
     /// What happened on it.
     pub health: DriveHealth,
+    /// Why it could not be opened (it then has no path and answers EIO).
+    pub open_error: Option<EngineError>,
+    /// When to try opening it again.
+    pub retry_at: Instant,
 }
+
+/// How long a drive that could not be opened is left alone before another try.
+pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 impl DriveSlot {
     /// The transport index commands go to now.
@@ -92,31 +105,79 @@ impl DriveRegistry {
     }
 
     /// The drive id of `name`, opening it (all its paths) through `add` if new.
+    /// A drive that cannot be opened gets an id too, with no path and its
+    /// [`DriveSlot::open_error`]; [`DriveRegistry::reopen`] tries again later.
     pub fn resolve(
         &mut self,
         name: &str,
         add: &mut dyn FnMut(Box<dyn uring_sg::transport::Transport>) -> usize,
-    ) -> Result<usize, EngineError> {
+    ) -> usize {
         if let Some(&id) = self.by_name.get(name) {
-            return Ok(id);
+            return id;
         }
-        let transports = self.opener.open(name, &self.client)?;
-        if transports.is_empty() {
-            return Err(EngineError::Drive {
-                drive: name.to_string(),
-                reason: "no path to this drive".into(),
-            });
-        }
-        let paths = transports.into_iter().map(add).collect();
         let name: Arc<str> = Arc::from(name);
         let id = self.slots.len();
         self.slots.push(DriveSlot {
             name: name.clone(),
-            paths,
+            paths: Vec::new(),
             current: 0,
             health: DriveHealth::default(),
+            open_error: None,
+            retry_at: Instant::now(),
         });
         self.by_name.insert(name, id);
-        Ok(id)
+        self.open(id, add);
+        id
+    }
+
+    /// Opens drive `id` if it has no path and its retry time came; `true` when it
+    /// has a path now.
+    pub fn reopen(
+        &mut self,
+        id: usize,
+        add: &mut dyn FnMut(Box<dyn uring_sg::transport::Transport>) -> usize,
+    ) -> bool {
+        let Some(slot) = self.slots.get(id) else {
+            return false;
+        };
+        if !slot.paths.is_empty() {
+            return true;
+        }
+        if Instant::now() < slot.retry_at {
+            return false;
+        }
+        self.open(id, add);
+        !self.slots[id].paths.is_empty()
+    }
+
+    fn open(
+        &mut self,
+        id: usize,
+        add: &mut dyn FnMut(Box<dyn uring_sg::transport::Transport>) -> usize,
+    ) {
+        let name = self.slots[id].name.clone();
+        let result = match self.opener.open(&name, &self.client) {
+            Ok(t) if t.is_empty() => Err(EngineError::Drive {
+                drive: name.to_string(),
+                reason: "no path to this drive".into(),
+            }),
+            r => r,
+        };
+        let slot = &mut self.slots[id];
+        match result {
+            Ok(transports) => {
+                slot.paths = transports.into_iter().map(add).collect();
+                if slot.open_error.take().is_some() {
+                    tracing::info!(drive = %name, "drive opened");
+                }
+            }
+            Err(e) => {
+                if slot.open_error.is_none() {
+                    tracing::warn!(drive = %name, error = %e, "drive cannot be opened: it counts as failed");
+                }
+                slot.open_error = Some(e);
+                slot.retry_at = Instant::now() + REOPEN_EVERY;
+            }
+        }
     }
 }

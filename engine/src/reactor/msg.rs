@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use uring_sg::{LockId, Lvb, Mode};
 
-use super::op::OpOutput;
 use super::stats::ReactorStats;
 use crate::api::{EngineError, LockspaceShared};
 use crate::completion::Completer;
@@ -51,11 +50,7 @@ impl DriveNames {
     }
 }
 
-/// The id of a lockspace inside one engine.
-pub type LockspaceId = u32;
-
-/// The result an operation's caller receives.
-pub type OpResult = Result<OpOutput, EngineError>;
+pub use crate::locks::{LockspaceId, OpResult};
 
 /// What a caller asks of one lock.
 #[derive(Clone, Debug)]
@@ -82,8 +77,6 @@ pub enum OpRequest {
     },
     /// Read the LVB from a majority of the drives.
     ReadLvb,
-    /// Renew on the drives (the reactor's own, on the lockspace's cadence).
-    Renew,
     /// Set the LVB stored at release (no drive command).
     WriteLvb(Lvb),
     /// Count other hosts holding the lock on `drives` (held or not by us).

@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 
 use super::drives::DriveHealth;
-use super::op::OpKind;
+use crate::locks::OpKind;
 
 /// One reactor's statistics, merged by the engine into [`crate::api::EngineStats`].
 #[derive(Clone, Debug)]
@@ -23,6 +23,9 @@ pub struct ReactorStats {
     pub renew_failures: u64,
     /// Lockspaces fenced by this reactor.
     pub fences: u64,
+    /// Replies that came after their operation's caller was answered (absorbed
+    /// by the lock table).
+    pub late_replies: u64,
     /// Loop turns (one `io_uring_enter` each).
     pub turns: u64,
     /// Drives this reactor opened: name and health.
@@ -46,6 +49,7 @@ impl ReactorStats {
             renewals: 0,
             renew_failures: 0,
             fences: 0,
+            late_replies: 0,
             turns: 0,
             drives: Vec::new(),
         }
@@ -74,6 +78,7 @@ impl ReactorStats {
         self.renewals += other.renewals;
         self.renew_failures += other.renew_failures;
         self.fences += other.fences;
+        self.late_replies += other.late_replies;
         self.turns += other.turns;
         self.drives.extend(other.drives.iter().cloned());
     }

@@ -1,4 +1,4 @@
-//! Type-erased operations: how the reactor runs any protocol [`Operation`] and
+//! Type-erased operations: how the lock table runs any protocol [`Operation`] and
 //! hands its outcome to the caller.
 
 use crate::error::LockError;

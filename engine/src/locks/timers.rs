@@ -1,4 +1,4 @@
-//! The reactor's timers: one min-heap of `(when, what)` with lazy cancellation.
+//! The lock table's timers: one min-heap of `(when, what)` with lazy cancellation.
 //!
 //! Operations, renewals and fencing checks each keep a generation number; a timer
 //! entry carries the generation it was set for, and a fired entry whose generation
@@ -18,6 +18,8 @@ pub enum TimerKind {
     Renew,
     /// A held lock's fencing point: check whether its validity is about to end.
     Fence,
+    /// An unresponsive drive is due for its next probe (`lock` is the drive id).
+    Probe,
 }
 
 /// One armed timer.
@@ -27,7 +29,7 @@ pub struct Timer {
     pub at: Nanos,
     /// What for.
     pub kind: TimerKind,
-    /// The lock's slot in the reactor.
+    /// The lock's slot in the table (the drive id for [`TimerKind::Probe`]).
     pub lock: usize,
     /// The generation it was armed for (stale generations are ignored).
     pub generation: u64,
