@@ -123,7 +123,9 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn a_held_lock_survives_many_lease_lengths_by_renewal() {
-    let lease = Duration::from_millis(300);
+    // Commands may take a quarter of the lease: 600 ms leaves a loaded 2-core
+    // machine 150 ms per command before a drive counts as unresponsive.
+    let lease = Duration::from_millis(600);
     let (_d, engine, a, bound) = setup(3, lease, FenceAction::None);
     let drives = engine.simulated_drives();
     let id = "long".parse().unwrap();

@@ -104,29 +104,34 @@ impl Drives {
         })
     }
 
-    /// Refuses drive names this source can never open, before any work is queued:
-    /// `ENOENT` for a name outside an in-process array. Socket simulators and real
-    /// devices are asked when a reactor opens the drive (an unknown name is then
-    /// `ENOENT` from the engine).
+    /// Checks a drive name before any work is queued. Every source accepts every
+    /// name here: a drive that cannot be opened counts as a failed drive of its
+    /// lock (the others may still be a majority), and a lock none of whose
+    /// drives opens fails with the open error (`ENOENT`) from the engine. Names
+    /// outside an in-process array are logged once per call.
     pub fn precheck(&self, name: &str) -> Result<(), i32> {
-        match &self.source {
-            DriveSource::Real => Ok(()),
-            DriveSource::Mem(_) => {
-                if self.engine.simulated_drives().iter().any(|d| d == name) {
-                    Ok(())
-                } else {
-                    tracing::warn!(drive = name, "no such simulated drive");
-                    Err(errno::ENOENT)
-                }
+        if let DriveSource::Mem(_) = &self.source {
+            if !self.engine.simulated_drives().iter().any(|d| d == name) {
+                tracing::warn!(drive = name, "no such simulated drive: it counts as failed");
             }
-            DriveSource::Sim(_) => Ok(()),
+        }
+        Ok(())
+    }
+
+    /// Refuses a name that is not one of an in-process array's drives.
+    fn known(&self, name: &str) -> Result<(), i32> {
+        match &self.source {
+            DriveSource::Mem(_) if !self.engine.simulated_drives().iter().any(|d| d == name) => {
+                Err(errno::ENOENT)
+            }
+            _ => Ok(()),
         }
     }
 
     /// The IDM version (major, minor) of drive `name`, asked through each of its
     /// paths in turn on a small private ring (not on a reactor: this is rare).
     pub fn version(&self, name: &str, timeout: Duration) -> Result<(u8, u8), i32> {
-        self.precheck(name)?;
+        self.known(name)?;
         let paths = self
             .opener
             .open(name, &format!("version-{}", std::process::id()))
@@ -196,7 +201,11 @@ mod tests {
         let d = Drives::start(DriveSource::Mem(2), |c| c.reactors = 1).unwrap();
         let (major, _minor) = d.version("sim1", Duration::from_secs(5)).unwrap();
         assert!(major > 0);
-        assert_eq!(d.precheck("sim9"), Err(errno::ENOENT));
+        assert_eq!(
+            d.precheck("sim9"),
+            Ok(()),
+            "counts as a failed drive of its lock"
+        );
         assert_eq!(
             d.version("sim9", Duration::from_secs(5)),
             Err(errno::ENOENT)

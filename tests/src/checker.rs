@@ -48,6 +48,19 @@ pub enum ViolationKind {
     LvbNotStored,
     /// (4) An acquire did not finish within the bound after faults stopped.
     Liveness,
+    /// (5) A caller was told "acquired" (or "converted") with a lease that was no
+    /// longer valid for the fence margin.
+    SuccessOnLapsedLease,
+    /// (6) A lockspace was fenced although only a minority of drives misbehaved
+    /// (checked in runs whose faults touch a minority of drives only).
+    FalseFence,
+    /// (7) A release, LVB read or host count took longer than the majority's
+    /// replies plus a bound while only a minority of drives misbehaved.
+    SlowOperation,
+    /// (8) Caller work started on a lock while its due renewal waited.
+    RenewalStarved,
+    /// (9) A release in a fenced lockspace reported success.
+    FencedReleaseSucceeded,
 }
 
 /// One broken invariant.
@@ -154,6 +167,9 @@ pub struct Checker {
     pub faults_end: Option<Nanos>,
     /// The liveness bound.
     pub liveness_bound: Nanos,
+    /// Only a minority of drives misbehaves in this run: a fence, or a slow
+    /// release / read / count, is a violation.
+    pub minority_only: bool,
 }
 
 impl Checker {
@@ -234,6 +250,18 @@ impl Checker {
             .and_then(|l| l.get(drive).copied().flatten())
             .filter(|(at, _)| from <= *at && *at <= to)
             .map(|(_, c)| c)
+    }
+
+    /// Reports a violation found by the harness itself (invariants 5 to 9).
+    pub fn violation(
+        &mut self,
+        kind: ViolationKind,
+        at: Nanos,
+        lock: usize,
+        host: usize,
+        detail: String,
+    ) {
+        self.report(kind, at, lock, host, detail);
     }
 
     fn report(&mut self, kind: ViolationKind, at: Nanos, lock: usize, host: usize, detail: String) {

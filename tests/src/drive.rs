@@ -43,6 +43,9 @@ pub struct SimDrive {
     data_in: Vec<u8>,
     /// Commands executed.
     pub executed: u64,
+    /// BUSY is never answered: the command times out at the host, as Linux's SCSI
+    /// midlayer makes it (it requeues a BUSY status until the command's timeout).
+    pub busy_as_timeout: bool,
 }
 
 impl SimDrive {
@@ -59,6 +62,7 @@ impl SimDrive {
             out: [0; RECORD_LEN],
             data_in: Vec::new(),
             executed: 0,
+            busy_as_timeout: false,
         }
     }
 
@@ -109,6 +113,9 @@ impl SimDrive {
             .execute(now_ms, &cdb[..len], data_out, &mut self.data_in);
         self.executed += 1;
         let result = Condition::from_scsi(ans.status, ans.sense.as_slice()).into_result(req.kind());
+        if self.busy_as_timeout && result == Err(uring_sg::DriveError::Busy) {
+            return None;
+        }
         let data = if result.is_ok() {
             let mut d = std::mem::take(&mut self.data_in);
             d.truncate(req.data_in_len());

@@ -56,6 +56,11 @@ pub struct FaultProfile {
     pub p_small_table: f64,
     /// Message loss and delay.
     pub net: NetConfig,
+    /// Faults touch only a fixed minority of the drives (drives `0..(n-1)/2`):
+    /// stalls past the lease, power cycles, hosts cut off from them; no host pauses.
+    /// A fence, or a release / LVB read / host count slower than the majority's
+    /// replies plus a bound, is then a violation.
+    pub minority: bool,
 }
 
 impl FaultProfile {
@@ -75,6 +80,23 @@ impl FaultProfile {
             drift_ppm: 0,
             p_small_table: 0.0,
             net: NetConfig::healthy(),
+            minority: false,
+        }
+    }
+
+    /// A minority of the drives misbehaves, often and for long (see
+    /// [`FaultProfile::minority`]); the rest and the hosts are healthy.
+    pub fn minority() -> FaultProfile {
+        FaultProfile {
+            name: "minority",
+            p_fault: 0.3,
+            weights: [2, 4, 3, 1, 0],
+            stall_max: Nanos::from_millis(3000),
+            partition_max: Nanos::from_millis(3000),
+            crash_max: Nanos::from_millis(1500),
+            drift_ppm: 2000,
+            minority: true,
+            ..FaultProfile::none()
         }
     }
 
@@ -128,6 +150,7 @@ impl FaultProfile {
             "none" => Some(FaultProfile::none()),
             "light" => Some(FaultProfile::light()),
             "heavy" => Some(FaultProfile::heavy()),
+            "minority" => Some(FaultProfile::minority()),
             _ => None,
         }
     }
@@ -203,18 +226,27 @@ pub fn draw(p: &FaultProfile, rng: &mut SmallRng, hosts: usize, drives: usize) -
         pick -= w;
     }
     let ms1 = Nanos::from_millis(1);
+    // The drives faults may touch: all, or the fixed minority.
+    let faulty = if p.minority {
+        (drives.saturating_sub(1) / 2).max(1).min(drives)
+    } else {
+        drives
+    };
+    if p.minority && drives < 3 {
+        return None;
+    }
     Some(match kind {
         0 => Fault::DriveCrash {
-            drive: rng.gen_range(0..drives),
+            drive: rng.gen_range(0..faulty),
             down: span(rng, p.drive_down_min, p.drive_down_max),
         },
         1 => Fault::DriveStall {
-            drive: rng.gen_range(0..drives),
+            drive: rng.gen_range(0..faulty),
             dur: span(rng, ms1, p.stall_max),
         },
         2 => Fault::Partition {
             host: rng.gen_range(0..hosts),
-            drives: rng.gen_range(1..(1u64 << drives.min(63))),
+            drives: rng.gen_range(1..(1u64 << faulty.min(63)).max(2)),
             dur: span(rng, ms1, p.partition_max),
         },
         3 => Fault::HostCrash {

@@ -1,36 +1,46 @@
-//! A simulated host: the real protocol operations of `idm-engine` on its locks,
-//! driven by a seeded workload, with its own drifting clock.
+//! A simulated host: the engine's own [`LockTable`] (the per-lock lifecycle the
+//! reactor runs in production: queueing, renewal, fencing, answering at quorum,
+//! late replies, unresponsive drives, command timeouts) with a seeded workload as
+//! its caller, on its own drifting clock.
 //!
-//! Per lock the host cycles: idle (think time) → acquire EX or SH with a deadline
-//! ([`Acquire`]) → hold for a while, renewing per [`LeasePolicy::next_renewal`]
-//! ([`Renew`]) and fencing per [`LeasePolicy::should_fence`] → release
-//! ([`Release`], carrying a fresh LVB after an EX hold). Operations on one lock are
-//! serialized as the engine's contract says: the next starts only when the
-//! previous one is `finished()`.
+//! This module decides nothing the engine decides. It is the caller and the
+//! transport: it asks for locks, holds them for a while, reads and writes LVBs,
+//! converts, releases; it carries the table's commands to the simulated drives and
+//! their replies (or timeouts) back; and it reports to the [`Checker`] what the
+//! caller was told. Every lock has a lockspace of its own (so a fence ends one
+//! lock's lockspace, as lvmlockd's kill path ends one VG's); a fenced lockspace is
+//! replaced by a fresh one once its lock is released, as a restarted client would.
 //!
-//! The host never sees true time: every protocol call gets `Now` from its
-//! [`Clock`]. What it *believes* is reported to the [`Checker`] in true time (the
-//! harness knows the mapping): hold intervals, validity, fences.
+//! Per lock the workload cycles: idle (think time) → acquire EX or SH with a
+//! deadline → hold, perhaps reading the LVB or converting → write an LVB (after an
+//! EX hold) and release. When its lockspace is fenced the holder stops believing it
+//! holds the lock and then — like a confused late client — still writes an LVB and
+//! releases: the engine must refuse to store it (invariant 9 and "an LVB never goes
+//! back").
 //!
-//! **Planted bugs.** [`Bug`] makes the harness's host apply a deliberately wrong
-//! rule on top of the unchanged engine, to prove the checker catches it:
-//! [`Bug::MinorityQuorum`] believes a lock held once ⌊N/2⌋ drives granted it and
-//! computes validity over ⌊N/2⌋ drives; [`Bug::TrustReplyTime`] computes validity
-//! from the time a grant's reply was *processed* instead of the command's send time.
+//! The host never sees true time: every table call gets `Now` from its [`Clock`].
+//! What it is told is reported to the checker in true time (the harness knows the
+//! mapping).
+//!
+//! **Planted bugs.** [`Bug`] sets the table's [`PlantedBug`] (a deliberately wrong
+//! rule inside the production table), to prove the checker catches it.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use idm_engine::fencing::LeasePolicy;
-use idm_engine::protocol::{
-    Acquire, Actions, Convert, LockSpec, LockState, Now, Operation, ReadLvb, Release, Renew,
+use idm_engine::locks::{
+    Event, LockRequest, LockTable, LockspaceCtl, LockspaceId, LockspaceInfo, OpKind, OpOutput,
+    Output, PlantedBug, TableConfig,
 };
+use idm_engine::protocol::{LockState, Now};
 use idm_engine::Nanos;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{DriveError, HostId, LockId, Lvb, Mode};
 
-use crate::checker::Checker;
+use crate::checker::{Checker, ViolationKind};
 use crate::world::Clock;
 
 /// Wall-clock origin written into records (ms since the epoch at local time zero).
@@ -48,6 +58,16 @@ pub enum Bug {
     TrustReplyTime,
 }
 
+impl Bug {
+    fn planted(self) -> PlantedBug {
+        match self {
+            Bug::None => PlantedBug::None,
+            Bug::MinorityQuorum => PlantedBug::MinorityQuorum,
+            Bug::TrustReplyTime => PlantedBug::TrustReplyTime,
+        }
+    }
+}
+
 /// How hosts of a run behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostConfig {
@@ -59,6 +79,9 @@ pub struct HostConfig {
     pub n_drives: u16,
     /// A planted bug.
     pub bug: Bug,
+    /// Bound on a release / LVB read / host count while only a minority of drives
+    /// misbehaves (invariant 7; `None`: not checked).
+    pub op_bound: Option<Nanos>,
 }
 
 /// Counters of one run.
@@ -70,11 +93,11 @@ pub struct Stats {
     pub acquired: u64,
     /// Acquires that failed busy / timed out.
     pub acquire_busy: u64,
-    /// Acquires that failed otherwise (I/O, table full, ...).
+    /// Acquires that failed otherwise (I/O, table full, lease lost, ...).
     pub acquire_err: u64,
     /// Releases that reached a majority.
     pub released: u64,
-    /// Releases that failed.
+    /// Releases that failed (fenced releases included).
     pub release_err: u64,
     /// Renewals that reached a majority.
     pub renewed: u64,
@@ -88,12 +111,18 @@ pub struct Stats {
     pub lvb_reads: u64,
     /// LVB reads that failed.
     pub lvb_read_err: u64,
-    /// Locks fenced.
+    /// Host counts answered.
+    pub host_counts: u64,
+    /// Lockspaces fenced.
     pub fences: u64,
     /// Drive commands sent.
     pub commands: u64,
     /// Command timeouts delivered.
     pub timeouts: u64,
+    /// Replies absorbed after their caller was answered.
+    pub late_replies: u64,
+    /// Times a drive was marked unresponsive.
+    pub unresponsive: u64,
     /// Faults injected: drive power cycles, stalls, partitions, host crashes, pauses.
     pub faults: [u64; 5],
     /// The drives had a near-full table.
@@ -133,56 +162,81 @@ pub struct Ctx<'a> {
     pub may_start: bool,
 }
 
-enum OpKind {
-    Acquire(Acquire, Mode),
-    Release(Release, Option<u64>),
-    Renew(Renew),
-    Convert(Convert, Mode),
-    ReadLvb(ReadLvb),
+/// A simulated lockspace's flags.
+#[derive(Debug, Default)]
+pub struct SimLockspace {
+    fenced: Cell<bool>,
 }
 
-/// Calls the same method on whichever operation runs.
-macro_rules! with_op {
-    ($k:expr, $op:ident => $body:expr) => {
-        match $k {
-            OpKind::Acquire($op, _) => $body,
-            OpKind::Release($op, _) => $body,
-            OpKind::Renew($op) => $body,
-            OpKind::Convert($op, _) => $body,
-            OpKind::ReadLvb($op) => $body,
-        }
-    };
+impl LockspaceCtl for SimLockspace {
+    fn name(&self) -> &str {
+        "sim"
+    }
+    fn is_fenced(&self) -> bool {
+        self.fenced.get()
+    }
+    fn mark_fenced(&self) -> bool {
+        !self.fenced.replace(true)
+    }
+    fn renew_paused(&self) -> bool {
+        false
+    }
+    fn fault_percent(&self) -> u32 {
+        0
+    }
 }
 
-struct Running {
-    kind: OpKind,
-    timer: Option<Nanos>,
+/// Who the table answers: lock slot and the request's serial.
+type Caller = (usize, u64);
+
+/// The request a slot waits for.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    serial: u64,
+    kind: Ask,
     started: Nanos,
-    reported: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Acquire(Mode),
+    Release(Option<u64>, bool),
+    Convert(Mode),
+    ReadLvb,
+    HostCount,
+    WriteLvb,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
-    Idle { at: Nanos },
+    Idle {
+        at: Nanos,
+    },
     Acquiring,
-    Holding { until: Nanos, mode: Mode },
+    Holding {
+        until: Nanos,
+        mode: Mode,
+    },
+    /// The lockspace was fenced while held: release (with a stale LVB) next.
     Fenced,
     Releasing,
 }
 
-/// One lock as this host sees it.
+/// One lock as this host's workload sees it.
 pub struct Slot {
     /// Lock index in the run.
     pub lock: usize,
-    /// The engine's per-lock state.
-    pub st: LockState,
+    /// The lock's ID.
+    pub id: LockId,
+    /// Its current lockspace.
+    pub ls: LockspaceId,
     phase: Phase,
-    op: Option<Running>,
+    asked: Option<Asked>,
     /// The mode this host believes it holds the lock in (reported to the checker).
     pub believed: Option<Mode>,
-    reply_at: Vec<Nanos>,
     want_read: bool,
     want_convert: bool,
+    want_count: bool,
 }
 
 /// One simulated host (one incarnation: a crash makes a new one).
@@ -191,13 +245,19 @@ pub struct Host {
     pub idx: usize,
     /// The host's clock.
     pub clock: Clock,
+    /// The host's ID on the drives.
+    pub host_id: HostId,
     cfg: HostConfig,
     /// The host's locks.
     pub slots: Vec<Slot>,
-    outstanding: HashMap<u64, (usize, u16)>,
+    table: LockTable<Caller, SimLockspace>,
+    out: Output<Caller>,
+    /// Host command id → table key.
+    outstanding: HashMap<u64, u64>,
     next_cmd: u64,
+    next_serial: u64,
+    next_ls: LockspaceId,
     rng: SmallRng,
-    actions: Actions,
 }
 
 impl Host {
@@ -212,40 +272,50 @@ impl Host {
         now: Nanos,
     ) -> Host {
         let local = clock.local(now);
-        let slots = locks
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let spec = LockSpec {
-                    lock_id: *id,
-                    host_id,
-                    n_drives: cfg.n_drives,
-                    countdown_ms: cfg.policy.lease.as_millis(),
-                };
-                Slot {
-                    lock: i,
-                    st: LockState::new(spec, rng.gen()),
-                    phase: Phase::Idle {
-                        at: local + Nanos(rng.gen_range(0..20_000_000)),
-                    },
-                    op: None,
-                    believed: None,
-                    reply_at: vec![Nanos::ZERO; cfg.n_drives as usize],
-                    want_read: false,
-                    want_convert: false,
-                }
-            })
-            .collect();
-        Host {
+        let mut tcfg = TableConfig::new(cfg.cmd_timeout, rng.gen());
+        tcfg.planted_bug = cfg.bug.planted();
+        let mut host = Host {
             idx,
             clock,
+            host_id,
             cfg,
-            slots,
+            slots: Vec::new(),
+            table: LockTable::new(tcfg),
+            out: Output::new(),
             outstanding: HashMap::new(),
             next_cmd: 0,
+            next_serial: 0,
+            next_ls: 0,
             rng,
-            actions: Actions::new(),
+        };
+        for (i, id) in locks.iter().enumerate() {
+            let ls = host.new_lockspace();
+            let at = local + Nanos(host.rng.gen_range(0..20_000_000));
+            host.slots.push(Slot {
+                lock: i,
+                id: *id,
+                ls,
+                phase: Phase::Idle { at },
+                asked: None,
+                believed: None,
+                want_read: false,
+                want_convert: false,
+                want_count: false,
+            });
         }
+        host
+    }
+
+    fn new_lockspace(&mut self) -> LockspaceId {
+        self.next_ls += 1;
+        let info = LockspaceInfo {
+            host_id: self.host_id,
+            lease_ms: self.cfg.policy.lease.as_millis(),
+            policy: self.cfg.policy,
+        };
+        self.table
+            .add_lockspace(self.next_ls, SimLockspace::default(), info);
+        self.next_ls
     }
 
     fn now(&self, t: Nanos) -> Now {
@@ -256,107 +326,137 @@ impl Host {
         }
     }
 
-    /// The validity of `slot` by the host's rule (host clock), with the planted bug.
-    fn validity(&self, s: &Slot) -> Option<Nanos> {
-        let p = &self.cfg.policy;
-        let n = s.st.spec.n_drives;
-        let c = s.st.spec.countdown();
-        let kth = |k: usize, ends: &mut Vec<Nanos>| -> Option<Nanos> {
-            if k == 0 || ends.len() < k {
-                return None;
-            }
-            ends.sort_unstable_by(|a, b| b.cmp(a));
-            Some(ends[k - 1] - p.drift_margin)
-        };
-        match self.cfg.bug {
-            Bug::None => p.validity(&s.st),
-            Bug::MinorityQuorum => {
-                let mut ends: Vec<Nanos> =
-                    s.st.drives
-                        .iter()
-                        .filter(|d| d.held)
-                        .map(|d| d.sent + c)
-                        .collect();
-                kth((n as usize / 2).max(1), &mut ends)
-            }
-            Bug::TrustReplyTime => {
-                let mut ends: Vec<Nanos> =
-                    s.st.drives
-                        .iter()
-                        .zip(&s.reply_at)
-                        .filter(|(d, _)| d.held)
-                        .map(|(_, r)| *r + c)
-                        .collect();
-                kth(s.st.spec.majority() as usize, &mut ends)
-            }
-        }
-    }
-
     /// The validity of lock slot `i` in true time (`Nanos::ZERO` when none).
     pub fn validity_true(&self, i: usize) -> Nanos {
         self.slots
             .get(i)
-            .and_then(|s| self.validity(s))
+            .and_then(|s| self.table.validity(s.ls, s.id))
             .map_or(Nanos::ZERO, |v| self.clock.true_at(v))
     }
 
-    /// Runs one call on the slot's operation and handles what it asked for.
-    /// `replied`: the drive whose reply is being fed (its grant time is noted for
-    /// [`Bug::TrustReplyTime`]).
-    fn call(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        i: usize,
-        replied: Option<u16>,
-        f: &mut dyn FnMut(&mut OpKind, Now, &mut LockState, &mut Actions),
-    ) {
-        let now = self.now(ctx.now);
-        let mut actions = std::mem::take(&mut self.actions);
-        actions.clear();
-        let slot = &mut self.slots[i];
-        let Some(op) = slot.op.as_mut() else {
-            self.actions = actions;
-            return;
-        };
-        let before = replied.and_then(|d| slot.st.drives.get(d as usize).copied());
-        f(&mut op.kind, now, &mut slot.st, &mut actions);
-        op.timer = actions.timer;
-        if let (Some(d), Some(b)) = (replied, before) {
-            let after = slot.st.drives[d as usize];
-            if after.held && (!b.held || after.sent != b.sent) {
-                slot.reply_at[d as usize] = now.mono;
-            }
-        }
-        let timeout_at = self.clock.true_at(now.mono + self.cfg.cmd_timeout);
-        for (drive, req) in actions.commands.drain(..) {
-            self.next_cmd += 1;
-            let cmd = self.next_cmd;
-            self.outstanding.insert(cmd, (i, drive));
-            ctx.stats.commands += 1;
-            ctx.sends.push(Send {
-                drive,
-                cmd,
-                req,
-                timeout_at,
-            });
-        }
-        self.actions = actions;
-        self.take_outcome(ctx, i);
+    /// The engine's state of lock slot `i` (while it has an entry).
+    pub fn lock_state(&self, i: usize) -> Option<&LockState> {
+        let s = self.slots.get(i)?;
+        self.table.lock_state(s.ls, s.id)
     }
 
-    fn start_op(&mut self, ctx: &mut Ctx<'_>, i: usize, kind: OpKind) {
-        self.slots[i].op = Some(Running {
+    fn ask(&mut self, ctx: &mut Ctx<'_>, i: usize, kind: Ask, req: LockRequest) {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        self.slots[i].asked = Some(Asked {
+            serial,
             kind,
-            timer: None,
             started: ctx.now,
-            reported: false,
         });
-        self.call(
-            ctx,
-            i,
-            None,
-            &mut |k, now, st, a| with_op!(k, op => op.start(now, st, a)),
-        );
+        let now = self.now(ctx.now);
+        let (ls, id) = (self.slots[i].ls, self.slots[i].id);
+        let mut out = std::mem::take(&mut self.out);
+        self.table
+            .request(now, ls, id, req, (i, serial), now.mono, &mut out);
+        self.out = out;
+        self.handle_output(ctx);
+    }
+
+    /// Carries out the table's output: commands to the drives, answers to the
+    /// workload, fences, events to the checker.
+    fn handle_output(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            let mut out = std::mem::take(&mut self.out);
+            if out.is_empty() {
+                self.out = out;
+                return;
+            }
+            let local = self.clock.local(ctx.now);
+            for c in out.commands.drain(..) {
+                self.next_cmd += 1;
+                let cmd = self.next_cmd;
+                self.outstanding.insert(cmd, c.key);
+                ctx.stats.commands += 1;
+                ctx.sends.push(Send {
+                    drive: c.drive as u16,
+                    cmd,
+                    req: c.req,
+                    timeout_at: self.clock.true_at(local + c.timeout),
+                });
+            }
+            for ev in out.events.drain(..) {
+                self.on_event(ctx, ev);
+            }
+            for f in out.fences.drain(..) {
+                ctx.stats.fences += 1;
+                if ctx.checker.minority_only {
+                    ctx.checker.violation(
+                        ViolationKind::FalseFence,
+                        ctx.now,
+                        self.slot_of(f.ls)
+                            .map_or(usize::MAX, |i| self.slots[i].lock),
+                        self.idx,
+                        "fenced while only a minority of drives misbehaved".into(),
+                    );
+                }
+                if let Some(i) = self.slot_of(f.ls) {
+                    self.fenced(ctx, i);
+                }
+            }
+            let answers: Vec<_> = out.answers.drain(..).collect();
+            self.out = out;
+            for a in answers {
+                let (i, serial) = a.caller;
+                self.answered(ctx, i, serial, a.result);
+            }
+        }
+    }
+
+    fn slot_of(&self, ls: LockspaceId) -> Option<usize> {
+        self.slots.iter().position(|s| s.ls == ls)
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_>, ev: Event) {
+        match ev {
+            Event::OpDone {
+                kind: OpKind::Renew,
+                ok,
+                ..
+            } => {
+                if ok {
+                    ctx.stats.renewed += 1;
+                } else {
+                    ctx.stats.renew_err += 1;
+                }
+            }
+            Event::OpStarted {
+                lock,
+                kind,
+                renewal_waiting: true,
+            } => {
+                let l = self
+                    .slots
+                    .iter()
+                    .find(|s| s.id == lock)
+                    .map_or(usize::MAX, |s| s.lock);
+                ctx.checker.violation(
+                    ViolationKind::RenewalStarved,
+                    ctx.now,
+                    l,
+                    self.idx,
+                    format!("{} started while a renewal was due", kind.name()),
+                );
+            }
+            Event::DriveUnresponsive(_) => ctx.stats.unresponsive += 1,
+            Event::LateReply { .. } => ctx.stats.late_replies += 1,
+            _ => {}
+        }
+    }
+
+    /// The lockspace of slot `i` was fenced: stop believing.
+    fn fenced(&mut self, ctx: &mut Ctx<'_>, i: usize) {
+        let lock = self.slots[i].lock;
+        if self.slots[i].believed.take().is_some() {
+            ctx.checker.unhold(self.idx, lock, ctx.now);
+        }
+        if matches!(self.slots[i].phase, Phase::Holding { .. }) {
+            self.slots[i].phase = Phase::Fenced;
+        }
     }
 
     fn think(&mut self, local: Nanos) -> Nanos {
@@ -375,167 +475,182 @@ impl Host {
         Nanos::from_millis(ms)
     }
 
-    /// Reports an outcome the slot's operation may have produced.
-    fn take_outcome(&mut self, ctx: &mut Ctx<'_>, i: usize) {
-        let local = self.clock.local(ctx.now);
-        let host = self.idx;
-        let bug = self.cfg.bug;
-        let n = self.cfg.n_drives;
-        let Some(op) = self.slots[i].op.as_mut() else {
+    /// The table answered request `serial` of slot `i`.
+    fn answered(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        i: usize,
+        serial: u64,
+        result: Result<OpOutput, idm_engine::api::EngineError>,
+    ) {
+        let Some(asked) = self.slots[i].asked.filter(|a| a.serial == serial) else {
             return;
         };
-        let started = op.started;
-        enum Done {
-            Acquired(Mode, bool),
-            Released(Option<u64>, bool),
-            Renewed(bool),
-            Converted(Mode, bool),
-            Read(Option<u64>),
-            Nothing,
+        self.slots[i].asked = None;
+        let local = self.clock.local(ctx.now);
+        let host = self.idx;
+        let lock = self.slots[i].lock;
+        let started = asked.started;
+        let took = ctx.now - started;
+        if let (Some(bound), true) = (self.cfg.op_bound, ctx.checker.minority_only) {
+            // A release that stores an LVB may need a re-trylock of a drive
+            // another host holds for a moment (contention, not a dead drive):
+            // only releases without an LVB are bounded.
+            let bounded = matches!(
+                asked.kind,
+                Ask::Release(None, _) | Ask::ReadLvb | Ask::HostCount
+            );
+            if bounded && took > bound {
+                ctx.checker.violation(
+                    ViolationKind::SlowOperation,
+                    ctx.now,
+                    lock,
+                    host,
+                    format!(
+                        "{:?} took {} µs (bound {} µs)",
+                        asked.kind,
+                        took.0 / 1000,
+                        bound.0 / 1000
+                    ),
+                );
+            }
         }
-        let done = match &mut op.kind {
-            OpKind::Acquire(a, mode) => match a.outcome() {
-                Some(Ok(_)) => Done::Acquired(*mode, true),
-                Some(Err(e)) => {
-                    let busy = matches!(
-                        e,
-                        idm_engine::LockError::Busy | idm_engine::LockError::Timeout
-                    );
-                    if busy {
-                        ctx.stats.acquire_busy += 1;
-                    } else {
-                        ctx.stats.acquire_err += 1;
-                    }
-                    Done::Acquired(*mode, false)
-                }
-                None => Done::Nothing,
-            },
-            OpKind::Release(r, lvb) => match r.outcome() {
-                Some(res) => Done::Released(*lvb, res.is_ok()),
-                None => Done::Nothing,
-            },
-            OpKind::Renew(r) => match r.outcome() {
-                Some(res) => Done::Renewed(res.is_ok()),
-                None => Done::Nothing,
-            },
-            OpKind::Convert(c, new) => match c.outcome() {
-                Some(res) => Done::Converted(*new, res.is_ok()),
-                None => Done::Nothing,
-            },
-            OpKind::ReadLvb(r) => match r.outcome() {
-                Some(res) => Done::Read(res.ok().map(|l| l.to_u64())),
-                None => Done::Nothing,
-            },
-        };
-        if !matches!(done, Done::Nothing) {
-            op.reported = true;
-        }
-        match done {
-            Done::Nothing => {
-                // Planted bug: a minority of grants is believed to be the lock.
-                let s = &self.slots[i];
-                if bug == Bug::MinorityQuorum
-                    && s.phase == Phase::Acquiring
-                    && s.believed.is_none()
-                    && s.st.held_count() >= (n / 2).max(1)
-                {
-                    if let Some(OpKind::Acquire(_, mode)) = s.op.as_ref().map(|o| &o.kind) {
-                        let mode = *mode;
+        match asked.kind {
+            Ask::Acquire(mode) => {
+                ctx.stats.ops_done += 1;
+                ctx.checker.acquire_done(host, lock, started, ctx.now);
+                match result {
+                    Ok(_) => {
+                        ctx.stats.acquired += 1;
                         let v = self.validity_true(i);
-                        let lock = s.lock;
-                        self.slots[i].believed = Some(mode);
+                        let margin =
+                            self.clock.true_at(local + self.cfg.policy.fence_margin) - ctx.now;
+                        if v <= ctx.now + margin && self.cfg.bug == Bug::None {
+                            ctx.checker.violation(
+                                ViolationKind::SuccessOnLapsedLease,
+                                ctx.now,
+                                lock,
+                                host,
+                                format!("acquired with validity {} ns", v.0),
+                            );
+                        }
+                        let until = local + self.hold_time();
+                        let s = &mut self.slots[i];
+                        s.phase = Phase::Holding { until, mode };
+                        s.believed = Some(mode);
+                        s.want_read = self.rng.gen_bool(0.5);
+                        s.want_convert = self.rng.gen_bool(0.2);
+                        s.want_count = self.rng.gen_bool(0.2);
                         ctx.checker.hold(host, lock, mode, ctx.now, v);
                     }
+                    Err(e) => {
+                        let busy = matches!(
+                            e,
+                            idm_engine::api::EngineError::Lock(
+                                idm_engine::LockError::Busy | idm_engine::LockError::Timeout
+                            )
+                        );
+                        if busy {
+                            ctx.stats.acquire_busy += 1;
+                        } else {
+                            ctx.stats.acquire_err += 1;
+                        }
+                        if self.slots[i].believed.take().is_some() {
+                            ctx.checker.unhold(host, lock, ctx.now);
+                        }
+                        let at = self.think(local);
+                        self.slots[i].phase = Phase::Idle { at };
+                    }
                 }
             }
-            Done::Acquired(mode, ok) => {
+            Ask::Release(lvb, was_fenced) => {
                 ctx.stats.ops_done += 1;
-                let lock = self.slots[i].lock;
-                ctx.checker.acquire_done(host, lock, started, ctx.now);
-                if ok {
-                    ctx.stats.acquired += 1;
-                    let until = local + self.hold_time();
-                    self.slots[i].phase = Phase::Holding { until, mode };
-                    self.slots[i].want_read = self.rng.gen_bool(0.5);
-                    self.slots[i].want_convert = self.rng.gen_bool(0.2);
-                    self.slots[i].believed = Some(mode);
-                    let v = self.validity_true(i);
-                    ctx.checker.hold(host, lock, mode, ctx.now, v);
-                } else {
-                    if self.slots[i].believed.take().is_some() {
-                        ctx.checker.unhold(host, lock, ctx.now);
+                match result {
+                    Ok(_) => {
+                        ctx.stats.released += 1;
+                        if was_fenced {
+                            ctx.checker.violation(
+                                ViolationKind::FencedReleaseSucceeded,
+                                ctx.now,
+                                lock,
+                                host,
+                                "a release after the fence reported success".into(),
+                            );
+                        } else if let Some(v) = lvb {
+                            ctx.checker.release_wrote(host, lock, started, ctx.now, v);
+                        }
                     }
-                    let at = self.think(local);
-                    self.slots[i].phase = Phase::Idle { at };
+                    Err(_) => ctx.stats.release_err += 1,
                 }
-            }
-            Done::Released(lvb, ok) => {
-                ctx.stats.ops_done += 1;
-                if ok {
-                    ctx.stats.released += 1;
-                    if let Some(v) = lvb {
-                        let lock = self.slots[i].lock;
-                        ctx.checker.release_wrote(host, lock, started, ctx.now, v);
-                    }
-                } else {
-                    ctx.stats.release_err += 1;
+                if self
+                    .table
+                    .lockspace(self.slots[i].ls)
+                    .is_some_and(|l| l.is_fenced())
+                {
+                    // A restarted client: a fresh lockspace for this lock.
+                    let old = self.slots[i].ls;
+                    let mut out = std::mem::take(&mut self.out);
+                    let now = self.now(ctx.now);
+                    self.table.drop_lockspace(now, old, false, &mut out);
+                    self.out = out;
+                    self.table.remove_lockspace(old);
+                    self.slots[i].ls = self.new_lockspace();
                 }
                 let at = self.think(local);
                 self.slots[i].phase = Phase::Idle { at };
             }
-            Done::Converted(new, ok) => {
+            Ask::Convert(new) => {
                 ctx.stats.ops_done += 1;
-                let lock = self.slots[i].lock;
-                if ok {
-                    ctx.stats.converted += 1;
-                    if let Phase::Holding { until, .. } = self.slots[i].phase {
-                        self.slots[i].phase = Phase::Holding { until, mode: new };
+                match result {
+                    Ok(_) => {
+                        ctx.stats.converted += 1;
+                        if let Phase::Holding { until, .. } = self.slots[i].phase {
+                            self.slots[i].phase = Phase::Holding { until, mode: new };
+                        }
+                        // A promotion is used as EX only from now on.
+                        if new == Mode::Exclusive && self.slots[i].believed.is_some() {
+                            ctx.checker.unhold(host, lock, ctx.now);
+                            self.slots[i].believed = Some(new);
+                            let v = self.validity_true(i);
+                            ctx.checker.hold(host, lock, new, ctx.now, v);
+                        }
                     }
-                    // A promotion is used as EX only from now on.
-                    if new == Mode::Exclusive && self.slots[i].believed.is_some() {
-                        ctx.checker.unhold(host, lock, ctx.now);
-                        self.slots[i].believed = Some(new);
-                        let v = self.validity_true(i);
-                        ctx.checker.hold(host, lock, new, ctx.now, v);
-                    }
-                } else {
-                    ctx.stats.convert_err += 1;
+                    Err(_) => ctx.stats.convert_err += 1,
                 }
             }
-            Done::Read(v) => {
+            Ask::ReadLvb => {
                 ctx.stats.ops_done += 1;
-                match v {
-                    Some(v) => {
+                match result {
+                    Ok(OpOutput::Lvb(v)) => {
                         ctx.stats.lvb_reads += 1;
-                        let lock = self.slots[i].lock;
-                        ctx.checker.lvb_read(host, lock, started, ctx.now, v);
+                        ctx.checker
+                            .lvb_read(host, lock, started, ctx.now, v.to_u64());
                     }
-                    None => ctx.stats.lvb_read_err += 1,
+                    _ => ctx.stats.lvb_read_err += 1,
                 }
             }
-            Done::Renewed(ok) => {
-                if ok {
-                    ctx.stats.renewed += 1;
-                } else {
-                    ctx.stats.renew_err += 1;
+            Ask::HostCount => {
+                ctx.stats.ops_done += 1;
+                if result.is_ok() {
+                    ctx.stats.host_counts += 1;
                 }
             }
+            Ask::WriteLvb => {}
         }
     }
 
     /// The reply to command `cmd` arrived.
     pub fn on_reply(&mut self, ctx: &mut Ctx<'_>, cmd: u64, reply: &Reply) {
-        let Some((i, drive)) = self.outstanding.remove(&cmd) else {
+        let Some(key) = self.outstanding.remove(&cmd) else {
             // Timed out already: a late reply is dropped. The host still ran.
             self.poll(ctx);
             return;
         };
-        self.call(
-            ctx,
-            i,
-            Some(drive),
-            &mut |k, now, st, a| with_op!(k, op => op.on_reply(now, st, drive, reply, a)),
-        );
+        let now = self.now(ctx.now);
+        let mut out = std::mem::take(&mut self.out);
+        self.table.on_reply(now, key, reply.clone(), &mut out);
+        self.out = out;
+        self.handle_output(ctx);
         self.poll(ctx);
     }
 
@@ -549,84 +664,57 @@ impl Host {
         self.on_reply(ctx, cmd, &Reply::err(DriveError::Timeout));
     }
 
-    /// A wake-up: due operation timers and workload steps.
+    /// A wake-up: due table timers and workload steps.
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let local = self.clock.local(ctx.now);
-        for i in 0..self.slots.len() {
-            let due = self.slots[i]
-                .op
-                .as_ref()
-                .and_then(|o| o.timer)
-                .is_some_and(|t| t <= local);
-            if due {
-                self.call(
-                    ctx,
-                    i,
-                    None,
-                    &mut |k, now, st, a| with_op!(k, op => op.on_timer(now, st, a)),
-                );
-            }
-        }
         self.poll(ctx);
     }
 
-    fn op_finished(s: &Slot) -> bool {
-        match &s.op {
-            None => true,
-            Some(o) => o.reported && with_op!(&o.kind, op => op.finished()),
-        }
-    }
-
-    /// Advances every lock's workload: fence, renew, release, start acquires.
+    /// Advances every lock's workload: release, read, convert, start acquires.
     pub fn poll(&mut self, ctx: &mut Ctx<'_>) {
+        // The engine's due timers run first whenever the host runs (a host resumed
+        // from a pause fences before it does anything else).
+        let now = self.now(ctx.now);
+        let mut out = std::mem::take(&mut self.out);
+        self.table.on_timer(now, &mut out);
+        self.out = out;
+        self.handle_output(ctx);
         for i in 0..self.slots.len() {
             self.poll_slot(ctx, i);
+        }
+        // Validity as the engine computes it now, for the checker.
+        for i in 0..self.slots.len() {
+            if self.slots[i].believed.is_some() {
+                let v = self.validity_true(i);
+                let lock = self.slots[i].lock;
+                ctx.checker.update_validity(self.idx, lock, ctx.now, v);
+            }
         }
     }
 
     fn poll_slot(&mut self, ctx: &mut Ctx<'_>, i: usize) {
         let host = self.idx;
         for _ in 0..4 {
+            if self.slots[i].asked.is_some() {
+                return;
+            }
             let local = self.clock.local(ctx.now);
-            if Host::op_finished(&self.slots[i]) {
-                self.slots[i].op = None;
-            }
             let lock = self.slots[i].lock;
-            // Fencing first, whatever runs: strictly before validity ends.
-            if self.slots[i].believed.is_some() {
-                let v = self.validity(&self.slots[i]);
-                if self.cfg.policy.should_fence(local, v) {
-                    ctx.checker.unhold(host, lock, ctx.now);
-                    ctx.stats.fences += 1;
-                    self.slots[i].believed = None;
-                    if matches!(self.slots[i].phase, Phase::Holding { .. }) {
-                        self.slots[i].phase = Phase::Fenced;
-                    }
-                } else {
-                    let vt = v.map_or(Nanos::ZERO, |v| self.clock.true_at(v));
-                    ctx.checker.update_validity(host, lock, ctx.now, vt);
-                }
-            }
-            let idle = self.slots[i].op.is_none();
             match self.slots[i].phase {
-                Phase::Holding { until, mode } if idle => {
+                Phase::Holding { until, mode } => {
                     if local >= until {
-                        ctx.checker.unhold(host, lock, ctx.now);
-                        self.slots[i].believed = None;
-                        let lvb = (mode == Mode::Exclusive).then(|| ctx.checker.next_lvb(lock));
-                        if let Some(v) = lvb {
-                            self.slots[i].st.lvb = Some(Lvb::from_u64(v));
+                        if self.slots[i].believed.take().is_some() {
+                            ctx.checker.unhold(host, lock, ctx.now);
                         }
-                        self.slots[i].phase = Phase::Releasing;
-                        self.start_op(ctx, i, OpKind::Release(Release::new(), lvb));
-                        continue;
-                    }
-                    if local >= self.cfg.policy.next_renewal(&self.slots[i].st) {
-                        self.start_op(ctx, i, OpKind::Renew(Renew::new()));
+                        self.release(ctx, i, mode == Mode::Exclusive, false);
                         continue;
                     }
                     if std::mem::take(&mut self.slots[i].want_read) {
-                        self.start_op(ctx, i, OpKind::ReadLvb(ReadLvb::new()));
+                        self.ask(ctx, i, Ask::ReadLvb, LockRequest::ReadLvb);
+                        continue;
+                    }
+                    if std::mem::take(&mut self.slots[i].want_count) {
+                        let drives = (0..self.cfg.n_drives as usize).collect();
+                        self.ask(ctx, i, Ask::HostCount, LockRequest::HostCount { drives });
                         continue;
                     }
                     if std::mem::take(&mut self.slots[i].want_convert) {
@@ -641,21 +729,21 @@ impl Host {
                             let v = self.validity_true(i);
                             ctx.checker.hold(host, lock, new, ctx.now, v);
                         }
-                        self.start_op(ctx, i, OpKind::Convert(Convert::new(new), new));
+                        self.ask(
+                            ctx,
+                            i,
+                            Ask::Convert(new),
+                            LockRequest::Convert { mode: new },
+                        );
                         continue;
                     }
                 }
-                Phase::Fenced if idle => {
-                    if self.slots[i].st.mode.is_some() {
-                        self.slots[i].phase = Phase::Releasing;
-                        self.start_op(ctx, i, OpKind::Release(Release::new(), None));
-                    } else {
-                        let at = self.think(local);
-                        self.slots[i].phase = Phase::Idle { at };
-                    }
+                Phase::Fenced => {
+                    // The late holder still publishes a value and releases.
+                    self.release(ctx, i, true, true);
                     continue;
                 }
-                Phase::Idle { at } if idle && ctx.may_start && local >= at => {
+                Phase::Idle { at } if ctx.may_start && local >= at => {
                     let mode = if self.rng.gen_bool(0.6) {
                         Mode::Exclusive
                     } else {
@@ -664,10 +752,17 @@ impl Host {
                     let wait = Nanos::from_millis(self.rng.gen_range(5..150));
                     let no_wait = self.rng.gen_bool(0.25);
                     self.slots[i].phase = Phase::Acquiring;
-                    self.start_op(
+                    let drives = (0..self.cfg.n_drives as usize).collect();
+                    self.ask(
                         ctx,
                         i,
-                        OpKind::Acquire(Acquire::new(mode, local + wait, no_wait), mode),
+                        Ask::Acquire(mode),
+                        LockRequest::Acquire {
+                            mode,
+                            drives,
+                            deadline: local + wait,
+                            no_wait,
+                        },
                     );
                     continue;
                 }
@@ -677,27 +772,38 @@ impl Host {
         }
     }
 
+    /// Writes an LVB (when `write`) and releases slot `i`.
+    fn release(&mut self, ctx: &mut Ctx<'_>, i: usize, write: bool, fenced: bool) {
+        let lock = self.slots[i].lock;
+        let lvb = write.then(|| ctx.checker.next_lvb(lock));
+        self.slots[i].phase = Phase::Releasing;
+        if let Some(v) = lvb {
+            self.ask(
+                ctx,
+                i,
+                Ask::WriteLvb,
+                LockRequest::WriteLvb(Lvb::from_u64(v)),
+            );
+        }
+        let was_fenced = fenced
+            || self
+                .table
+                .lockspace(self.slots[i].ls)
+                .is_some_and(|l| l.is_fenced());
+        self.ask(ctx, i, Ask::Release(lvb, was_fenced), LockRequest::Release);
+    }
+
     /// The next local time this host wants to run (`None`: nothing scheduled).
     pub fn wake(&self, may_start: bool) -> Option<Nanos> {
-        let p = &self.cfg.policy;
-        let mut w: Option<Nanos> = None;
+        let mut w = self.table.next_timer();
         let mut at = |t: Nanos| w = Some(w.map_or(t, |x: Nanos| x.min(t)));
         for s in &self.slots {
-            if let Some(t) = s.op.as_ref().and_then(|o| o.timer) {
-                at(t);
-            }
-            if s.believed.is_some() {
-                at(p.fence_at(self.validity(s)));
-            }
-            if s.op.is_some() {
+            if s.asked.is_some() {
                 continue;
             }
             match s.phase {
                 Phase::Idle { at: t } if may_start => at(t),
-                Phase::Holding { until, .. } => {
-                    at(until);
-                    at(p.next_renewal(&s.st));
-                }
+                Phase::Holding { until, .. } => at(until),
                 _ => {}
             }
         }
@@ -717,19 +823,18 @@ impl Host {
     pub fn waiting_acquires(&self) -> Vec<(usize, Nanos)> {
         self.slots
             .iter()
-            .filter_map(|s| match &s.op {
-                Some(o) if !o.reported && matches!(o.kind, OpKind::Acquire(..)) => {
-                    Some((s.lock, o.started))
-                }
+            .filter_map(|s| match s.asked {
+                Some(a) if matches!(a.kind, Ask::Acquire(_)) => Some((s.lock, a.started)),
                 _ => None,
             })
             .collect()
     }
 
-    /// Every lock idle with no operation running.
+    /// Every lock idle with nothing asked or in flight.
     pub fn quiescent(&self) -> bool {
         self.slots
             .iter()
-            .all(|s| s.op.is_none() && matches!(s.phase, Phase::Idle { .. }))
+            .all(|s| s.asked.is_none() && matches!(s.phase, Phase::Idle { .. }))
+            && self.table.in_flight() == 0
     }
 }

@@ -52,7 +52,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             (MutexOp::Trylock | MutexOp::Break, Err(err))
                 if err.is_io() || err == DriveError::AlreadyHeld =>
             {
-                unlock = !joinable && !(e.held && hold.is_some_and(|h| h.held));
+                unlock = !(joinable || e.held && hold.is_some_and(|h| h.held));
             }
             (MutexOp::Refresh, Ok(())) => {
                 if let (true, Some(h)) = (joinable, hold) {
@@ -61,11 +61,11 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                     }
                 }
             }
-            (MutexOp::Refresh, Err(err @ (DriveError::Expired | DriveError::NotFound))) => {
-                if e.held && hold.is_some_and(|h| h.held && h.sent <= f.sent) {
-                    e.state.drop_drive(d);
-                    relock = joinable && err == DriveError::NotFound;
-                }
+            (MutexOp::Refresh, Err(err @ (DriveError::Expired | DriveError::NotFound)))
+                if e.held && hold.is_some_and(|h| h.held && h.sent <= f.sent) =>
+            {
+                e.state.drop_drive(d);
+                relock = joinable && err == DriveError::NotFound;
             }
             _ => {}
         }

@@ -492,6 +492,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
 
     /// A caller's request on `lock` of lockspace `ls`, received at `received`
     /// (≤ `now`; latency is counted from it).
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         now: Now,
@@ -641,11 +642,11 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                         // The lock's entry is still draining late replies of an
                         // earlier hold on other drives: a new entry cannot share its
                         // id. Refuse rather than mix two drive sets.
-                        if e.query_only || (e.running.is_none() && e.queue.is_empty()) {
-                            if !e.outstanding() {
-                                self.remove_entry(k);
-                                return self.on_request(now, ls, lock, req, caller, received, out);
-                            }
+                        if (e.query_only || (e.running.is_none() && e.queue.is_empty()))
+                            && !e.outstanding()
+                        {
+                            self.remove_entry(k);
+                            return self.on_request(now, ls, lock, req, caller, received, out);
                         }
                         answer(out, caller, Err(EngineError::Lock(LockError::Busy)));
                         return;
@@ -687,7 +688,14 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                     Some(&k) if self.locks[k].claimed => {
                         let work = if matches!(req, LockRequest::Release) {
                             // Later requests on this lock see it as not held.
-                            self.locks[k].claimed = false;
+                            let e = &mut self.locks[k];
+                            e.claimed = false;
+                            e.renew_due = None;
+                            // A running renewal no longer matters: detach it (its
+                            // replies are absorbed) so the release does not wait.
+                            if e.running.as_ref().is_some_and(|r| r.kind == OpKind::Renew) {
+                                e.running = None;
+                            }
                             self.release_work(k, now.mono)
                         } else {
                             Work::Caller(req)
@@ -925,13 +933,21 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             debug_assert!(false, "operation addressed a drive the lock does not span");
             return;
         };
-        if *n > 0 || e.deferred.iter().any(|x| x.drive_no == drive_no) {
-            e.deferred.push(Deferred {
+        let waiting = e.deferred.iter().position(|x| x.drive_no == drive_no);
+        if *n > 0 || (waiting.is_some() && owner != Owner::Cleanup) {
+            let d = Deferred {
                 drive_no,
                 owner,
                 req,
                 emitted: now.mono,
-            });
+            };
+            // A clean-up of a straggler's effect (a late grant) goes before the
+            // commands waiting for the drive: they were decided without it, and an
+            // unlock after them would undo their grants.
+            match (owner, waiting) {
+                (Owner::Cleanup, Some(i)) => e.deferred.insert(i, d),
+                _ => e.deferred.push(d),
+            }
             return;
         }
         e.out_on[drive_no as usize] += 1;
@@ -1026,6 +1042,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         if running {
             let e = &mut self.locks[k];
             let before = e.state.drives.get(f.drive_no as usize).copied();
+            let held_before = e.state.held_count();
             let Some(r) = e.running.as_mut() else {
                 return;
             };
@@ -1040,13 +1057,16 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                 }
             }
             self.apply_actions(now, k, serial);
+            self.check_shrunk(now, k, held_before, out);
             self.after_step(now, k, out);
         } else {
             out.events.push(Event::LateReply {
                 lock: self.locks[k].id,
                 drive: f.drive,
             });
+            let held_before = self.locks[k].state.held_count();
             self.absorb_late(now, k, &f, &reply);
+            self.check_shrunk(now, k, held_before, out);
         }
         // What the reply itself emitted for this drive went out first (a clean-up
         // unlock of a late grant precedes the next operation's trylock); then the
@@ -1166,6 +1186,19 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             self.arm_lease(now, k, kind == OpKind::Renew && !ok, out);
         }
         self.advance(now, k, out);
+    }
+
+    /// A drive of held lock `k` stopped counting (its held set shrank from
+    /// `before`): validity may have moved back, so fence now if it is too close to
+    /// its end, whatever is running (a convert that drops drives, a late
+    /// "expired").
+    fn check_shrunk(&mut self, now: Now, k: usize, before: u16, out: &mut Output<C>) {
+        let Some(e) = self.locks.get(k) else {
+            return;
+        };
+        if e.held && e.state.held_count() < before && self.lapsed(k, now.mono) {
+            self.fence_lock(k, out);
+        }
     }
 
     /// Lock `k`'s validity is too close to its end to be used (or gone).

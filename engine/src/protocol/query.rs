@@ -13,6 +13,13 @@
 //!
 //! Both fail with [`LockError::NotFound`] when no drive knows the lock, and with the
 //! drives' error when no drive answered.
+//!
+//! **A dead minority does not stall them.** Once a majority of the drives answered
+//! (or failed), the rest get a grace period as long as the majority took, plus 1 ms
+//! ([`QUERY_GRACE_MAX`] at most); drives still silent then are left out. Every live
+//! holder holds a majority, and any two majorities intersect, so each one shows on
+//! some drive that answered: "another host holds it" and "this host holds it" stay
+//! exact; only the maximum and the vote may see fewer records.
 
 use uring_sg::transport::Reply;
 use uring_sg::{HostId, Mode, Record};
@@ -20,6 +27,7 @@ use uring_sg::{HostId, Mode, Record};
 use super::table::{TableScan, DEFAULT_TABLE_HINT};
 use super::{invalid_spec, Actions, ErrorSummary, LockSpec, LockState, Now, Operation};
 use crate::error::LockError;
+use crate::time::Nanos;
 
 /// What a host count reports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -30,6 +38,9 @@ pub struct HostCount {
     pub held_by_self: bool,
 }
 
+/// Longest wait for the drives beyond the first majority.
+pub const QUERY_GRACE_MAX: Nanos = Nanos::from_millis(100);
+
 /// Common part: scan, count answers, remember the first error.
 #[derive(Clone, Debug, Default)]
 struct Scan {
@@ -38,17 +49,56 @@ struct Scan {
     known: bool,
     errors: ErrorSummary,
     done: bool,
+    started: Nanos,
+    n: u16,
+    settled: u16,
+    /// When the drives beyond the first majority stop being waited for.
+    grace_at: Option<Nanos>,
+    /// The grace ran out: decide with the answers there are.
+    early: bool,
 }
 
 impl Scan {
-    fn start(&mut self, st: &LockState, a: &mut Actions) {
+    fn start(&mut self, now: Now, st: &LockState, a: &mut Actions) {
         self.scan = TableScan::start(st.spec.n_drives, DEFAULT_TABLE_HINT, a);
         self.done = self.scan.idle();
+        self.started = now.mono;
+        self.n = st.spec.n_drives;
+    }
+
+    /// Whether the answers so far decide the query.
+    fn decided(&self) -> bool {
+        self.done || self.early
+    }
+
+    /// The timer to ask for after a call.
+    fn timer(&self) -> Option<Nanos> {
+        if self.decided() {
+            None
+        } else {
+            self.grace_at
+        }
+    }
+
+    fn on_timer(&mut self, now: Now) {
+        if self.grace_at.is_some_and(|g| now.mono >= g) {
+            self.early = true;
+        }
+    }
+
+    /// One more drive finished (answered or failed) at `now`.
+    fn settle(&mut self, now: Now) {
+        self.settled += 1;
+        if self.grace_at.is_none() && self.settled >= super::majority(self.n) {
+            let took = now.mono - self.started;
+            self.grace_at = Some(now.mono + (took + Nanos::from_millis(1)).min(QUERY_GRACE_MAX));
+        }
     }
 
     /// The records of this lock on `drive` when its read finished successfully.
     fn on_reply(
         &mut self,
+        now: Now,
         spec: &LockSpec,
         drive: u16,
         reply: &Reply,
@@ -56,6 +106,7 @@ impl Scan {
     ) -> Option<Vec<Record>> {
         let r = self.scan.on_reply(drive, reply, a)?;
         self.done = self.scan.idle();
+        self.settle(now);
         match r {
             Ok(mut recs) => {
                 self.answered += 1;
@@ -97,6 +148,7 @@ fn live_other_hosts(recs: &[Record], me: &HostId) -> u32 {
 pub struct GetHostCount {
     scan: Scan,
     count: HostCount,
+    reported: bool,
     outcome: Option<Result<HostCount, LockError>>,
 }
 
@@ -105,42 +157,51 @@ impl GetHostCount {
     pub fn new() -> GetHostCount {
         GetHostCount::default()
     }
-}
 
-impl Operation for GetHostCount {
-    type Output = HostCount;
-
-    fn start(&mut self, _now: Now, st: &mut LockState, a: &mut Actions) {
-        if let Some(e) = invalid_spec(st) {
-            self.scan.done = true;
-            self.outcome = Some(Err(e));
-            return;
-        }
-        self.scan.start(st, a);
-    }
-
-    fn on_reply(
-        &mut self,
-        _now: Now,
-        st: &mut LockState,
-        drive: u16,
-        reply: &Reply,
-        a: &mut Actions,
-    ) {
-        if let Some(recs) = self.scan.on_reply(&st.spec, drive, reply, a) {
-            let me = st.spec.host_id;
-            self.count.others = self.count.others.max(live_other_hosts(&recs, &me));
-            self.count.held_by_self |= recs.iter().any(|r| r.host_id == me && r.state.is_held());
-        }
-        if self.scan.done {
+    fn decide(&mut self, a: &mut Actions) {
+        a.timer = self.scan.timer();
+        if self.scan.decided() && !self.reported {
+            self.reported = true;
             self.outcome = Some(match self.scan.failure() {
                 Some(e) => Err(e),
                 None => Ok(self.count),
             });
         }
     }
+}
 
-    fn on_timer(&mut self, _now: Now, _st: &mut LockState, _a: &mut Actions) {}
+impl Operation for GetHostCount {
+    type Output = HostCount;
+
+    fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.scan.done = true;
+            self.outcome = Some(Err(e));
+            return;
+        }
+        self.scan.start(now, st, a);
+    }
+
+    fn on_reply(
+        &mut self,
+        now: Now,
+        st: &mut LockState,
+        drive: u16,
+        reply: &Reply,
+        a: &mut Actions,
+    ) {
+        if let Some(recs) = self.scan.on_reply(now, &st.spec, drive, reply, a) {
+            let me = st.spec.host_id;
+            self.count.others = self.count.others.max(live_other_hosts(&recs, &me));
+            self.count.held_by_self |= recs.iter().any(|r| r.host_id == me && r.state.is_held());
+        }
+        self.decide(a);
+    }
+
+    fn on_timer(&mut self, now: Now, _st: &mut LockState, a: &mut Actions) {
+        self.scan.on_timer(now);
+        self.decide(a);
+    }
 
     fn outcome(&mut self) -> Option<Result<HostCount, LockError>> {
         self.outcome.take()
@@ -155,6 +216,7 @@ impl Operation for GetHostCount {
 #[derive(Clone, Debug, Default)]
 pub struct GetMode {
     scan: Scan,
+    reported: bool,
     /// Votes: exclusive, shared, unlocked.
     votes: [u32; 3],
     outcome: Option<Result<Option<Mode>, LockError>>,
@@ -165,42 +227,11 @@ impl GetMode {
     pub fn new() -> GetMode {
         GetMode::default()
     }
-}
 
-impl Operation for GetMode {
-    type Output = Option<Mode>;
-
-    fn start(&mut self, _now: Now, st: &mut LockState, a: &mut Actions) {
-        if let Some(e) = invalid_spec(st) {
-            self.scan.done = true;
-            self.outcome = Some(Err(e));
-            return;
-        }
-        self.scan.start(st, a);
-    }
-
-    fn on_reply(
-        &mut self,
-        _now: Now,
-        st: &mut LockState,
-        drive: u16,
-        reply: &Reply,
-        a: &mut Actions,
-    ) {
-        if let Some(recs) = self.scan.on_reply(&st.spec, drive, reply, a) {
-            if !recs.is_empty() {
-                let live = recs.iter().filter(|r| r.state.is_held());
-                let vote = if live.clone().any(|r| !r.class.is_shared()) {
-                    0
-                } else if live.count() > 0 {
-                    1
-                } else {
-                    2
-                };
-                self.votes[vote] += 1;
-            }
-        }
-        if self.scan.done {
+    fn decide(&mut self, a: &mut Actions) {
+        a.timer = self.scan.timer();
+        if self.scan.decided() && !self.reported {
+            self.reported = true;
             self.outcome = Some(match self.scan.failure() {
                 Some(e) => Err(e),
                 None => {
@@ -216,8 +247,48 @@ impl Operation for GetMode {
             });
         }
     }
+}
 
-    fn on_timer(&mut self, _now: Now, _st: &mut LockState, _a: &mut Actions) {}
+impl Operation for GetMode {
+    type Output = Option<Mode>;
+
+    fn start(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
+        if let Some(e) = invalid_spec(st) {
+            self.scan.done = true;
+            self.outcome = Some(Err(e));
+            return;
+        }
+        self.scan.start(now, st, a);
+    }
+
+    fn on_reply(
+        &mut self,
+        now: Now,
+        st: &mut LockState,
+        drive: u16,
+        reply: &Reply,
+        a: &mut Actions,
+    ) {
+        if let Some(recs) = self.scan.on_reply(now, &st.spec, drive, reply, a) {
+            if !recs.is_empty() {
+                let live = recs.iter().filter(|r| r.state.is_held());
+                let vote = if live.clone().any(|r| !r.class.is_shared()) {
+                    0
+                } else if live.count() > 0 {
+                    1
+                } else {
+                    2
+                };
+                self.votes[vote] += 1;
+            }
+        }
+        self.decide(a);
+    }
+
+    fn on_timer(&mut self, now: Now, _st: &mut LockState, a: &mut Actions) {
+        self.scan.on_timer(now);
+        self.decide(a);
+    }
 
     fn outcome(&mut self) -> Option<Result<Option<Mode>, LockError>> {
         self.outcome.take()

@@ -116,7 +116,14 @@ int main(void)
 	op.drives[1] = NULL;
 	CHECK_RC(ilm_lock(a, &id, &op), -EINVAL);
 	mkop(&op, IDM_MODE_EXCLUSIVE);
+	/* A drive that cannot be opened counts as failed: the other two are a
+	 * majority and the lock is taken on them. */
 	op.drives[2] = "nosuch";
+	CHECK_RC(ilm_lock(a, &id, &op), 0);
+	CHECK_RC(ilm_unlock(a, &id), 0);
+	/* No drive can be opened at all: the open error. */
+	op.drives[0] = "nosuch0";
+	op.drives[1] = "nosuch1";
 	CHECK_RC(ilm_lock(a, &id, &op), -ENOENT);
 	mkop(&op, IDM_MODE_EXCLUSIVE);
 	op.timeout = -5;

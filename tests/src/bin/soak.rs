@@ -19,6 +19,9 @@ enum Faults {
     None,
     Light,
     Heavy,
+    /// Only a fixed minority of drives misbehaves: any fence or slow release,
+    /// LVB read or host count is a violation.
+    Minority,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Faults::None => FaultProfile::none(),
         Faults::Light => FaultProfile::light(),
         Faults::Heavy => FaultProfile::heavy(),
+        Faults::Minority => FaultProfile::minority(),
     };
     let opts = RunOptions {
         bug: match args.bug {
