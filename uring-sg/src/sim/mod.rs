@@ -611,6 +611,18 @@ mod tests {
     }
 
     #[test]
+    fn rate_log_logs_the_first_then_once_per_interval_with_a_count() {
+        let t0 = std::time::Instant::now();
+        let mut r = RateLog::default();
+        assert_eq!(r.hit(t0), Some(0));
+        for i in 1..1000 {
+            assert_eq!(r.hit(t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(r.hit(t0 + LOG_INTERVAL), Some(999));
+        assert_eq!(r.hit(t0 + LOG_INTERVAL), None);
+    }
+
+    #[test]
     fn listen_addrs_parse_and_print() {
         let u: ListenAddr = "unix:/tmp/x.sock".parse().unwrap();
         assert_eq!(u, ListenAddr::Unix("/tmp/x.sock".into()));
