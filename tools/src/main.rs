@@ -2,12 +2,16 @@
 //!
 //! One module per subcommand, each with its `Args` and a `run(args) -> ExitCode`.
 //! Logs go to stderr (`RUST_LOG` filters them, default `info`); results go to
-//! stdout.
+//! stdout, through [`output`]: a closed pipe ends the command quietly with
+//! status 141.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[macro_use]
+mod output;
 
 mod cmd;
 mod common;
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
-    match Cli::parse().command {
+    let code = match Cli::parse().command {
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Lock(a) => lock::run(a),
@@ -70,5 +74,6 @@ fn main() -> ExitCode {
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),
         Command::Dump(a) => dump::run(a),
-    }
+    };
+    output::finish(code)
 }
