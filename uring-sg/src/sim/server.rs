@@ -838,6 +838,10 @@ impl SimServer {
             );
         }
         let _ = shutdown(fd.as_raw_fd(), Shutdown::Write);
+        // Take a HELLO that already arrived: closing with unread bytes would reset
+        // the connection, and the peer might lose the ERROR frame.
+        let mut sink = [0u8; 512];
+        let _ = nix::sys::socket::recv(fd.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT);
     }
 
     fn add_conn(&mut self, fd: OwnedFd, now: Instant) {
@@ -967,6 +971,10 @@ impl SimServer {
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
+        if c.recv_busy {
+            // Never with a RECV in flight: it writes into `rbuf`, which this may replace.
+            return;
+        }
         // Parse out of a taken buffer so handlers may borrow the server mutably.
         let rbuf = std::mem::take(&mut c.rbuf);
         let rlen = c.rlen;
