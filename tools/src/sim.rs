@@ -97,6 +97,11 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = IscsiConfig::default().idle_timeout.as_millis() as u64,
           help_heading = "Limits (hostile clients)")]
     iscsi_idle_timeout_ms: u64,
+    /// Write data one iSCSI connection may have waiting for the rest of its data,
+    /// over all its writes; a write past it is answered TASK SET FULL.
+    #[arg(long, value_name = "BYTES", default_value_t = IscsiConfig::default().max_write,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_max_write_bytes: usize,
 }
 
 /// Runs `idm sim`.
@@ -167,6 +172,7 @@ pub fn run(a: Args) -> ExitCode {
                 login_timeout: Duration::from_millis(a.iscsi_login_timeout_ms),
                 idle_timeout: Duration::from_millis(a.iscsi_idle_timeout_ms),
                 accept_backoff: Duration::from_millis(a.accept_backoff_ms),
+                max_write: a.iscsi_max_write_bytes,
             };
             match IscsiTarget::start(&server.shared_drives(), &icfg, addr) {
                 Ok(t) => Some(t),

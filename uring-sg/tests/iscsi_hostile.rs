@@ -188,3 +188,39 @@ fn unfinished_logins_and_silent_sessions_are_closed() {
     assert_closed(&mut idle);
     wait_connections_at_most(&t, 0);
 }
+
+/// Writes waiting for their data share a 32 MiB budget per connection: a hostile
+/// initiator cannot make the target reserve a buffer per command without end
+/// (immediate commands bypass the command window). Past it: TASK SET FULL.
+#[test]
+fn writes_waiting_for_data_share_a_budget() {
+    let t = start(IscsiConfig::default());
+    let mut s = connect(t.local_addr());
+    assert_eq!(login(&mut s), status::SUCCESS);
+    let write = |itt: u32, sn: u32| {
+        let mut p = Pdu::new(op::SCSI_CMD);
+        p.bhs[0] |= 0x40; // immediate
+        p.set_flags(0x80 | 0x20 | 0x01);
+        p.set_itt(itt);
+        p.set_u32(20, 20 << 20);
+        p.set_u32(24, sn);
+        // WRITE(10) of 40960 blocks (20 MiB) at LBA 0.
+        p.bhs[32..42].copy_from_slice(&[0x2A, 0, 0, 0, 0, 0, 0, 0xA0, 0x00, 0]);
+        p
+    };
+    s.write_all(&write(1, 1).to_bytes()).unwrap();
+    s.write_all(&write(2, 1).to_bytes()).unwrap();
+    loop {
+        let r = recv(&mut s);
+        if r.opcode() == op::SCSI_RESP {
+            assert_eq!(r.itt(), 2);
+            assert_eq!(r.bhs[3], 0x28, "TASK SET FULL");
+            break;
+        }
+        assert_eq!(r.opcode(), op::R2T, "only the first write asks for data");
+        assert_eq!(r.itt(), 1);
+    }
+    // Another initiator is served meanwhile.
+    let mut good = connect(t.local_addr());
+    assert_eq!(login(&mut good), status::SUCCESS);
+}

@@ -21,7 +21,8 @@
 //! **Limits** ([`IscsiConfig`], flags of `idm sim`): at most `max_conns`
 //! connection threads (one more is answered "service unavailable" by a single
 //! refuser thread and closed); a login must complete within `login_timeout` and
-//! its text stays under [`Limits::max_login_text`]; a logged-in connection idle
+//! its text stays under [`Limits::max_login_text`]; write data waiting on one
+//! connection stays under `max_write`; a logged-in connection idle
 //! (or not reading) for `idle_timeout` is closed; accept errors back off. Refusals
 //! are logged through a [`RateLog`], not per event.
 //!
@@ -88,6 +89,10 @@ pub struct IscsiConfig {
     pub idle_timeout: Duration,
     /// After a failed accept the listener waits this long before trying again.
     pub accept_backoff: Duration,
+    /// Write data one connection may have waiting, bytes, over all its writes
+    /// (each buffered until complete): a larger write is refused, and one that
+    /// would take the connection past it is answered TASK SET FULL.
+    pub max_write: usize,
 }
 
 impl Default for IscsiConfig {
@@ -100,6 +105,7 @@ impl Default for IscsiConfig {
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             accept_backoff: Duration::from_millis(100),
+            max_write: 32 << 20,
         }
     }
 }
@@ -125,6 +131,7 @@ pub(crate) struct Ctx {
     pub(crate) limits: Limits,
     pub(crate) login_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) max_write: usize,
     pub(crate) next_tsih: AtomicU16,
     pub(crate) logs: Mutex<Logs>,
     start: Instant,
@@ -192,6 +199,7 @@ impl IscsiTarget {
             limits: cfg.limits,
             login_timeout: cfg.login_timeout,
             idle_timeout: cfg.idle_timeout,
+            max_write: cfg.max_write,
             next_tsih: AtomicU16::new(1),
             logs: Mutex::new(Logs::default()),
             start: drives.start,

@@ -11,7 +11,10 @@
 //!   to FirstBurstLength, then asks for the rest with one R2T at a time
 //!   (MaxOutstandingR2T=1) of at most MaxBurstLength; it runs when all its data
 //!   is in. Residual over/underflow are reported against the Expected Data
-//!   Transfer Length. Several writes may be collecting data at once (by ITT).
+//!   Transfer Length. Several writes may be collecting data at once (by ITT), with
+//!   `max_write` bytes at most together (32 MiB by default; a write larger than
+//!   that alone is refused with INVALID FIELD IN CDB, one that would take the
+//!   connection past it is answered TASK SET FULL).
 //! - **NOP-Out** with a task tag: NOP-In echoing its data.
 //! - **Task management**: "function complete"; ABORT TASK, the LU/target resets
 //!   and CLEAR TASK SET drop writes still waiting for data (nothing else is ever
@@ -42,8 +45,8 @@ use super::Ctx;
 
 /// Command window beyond ExpCmdSN.
 const WINDOW: u32 = 31;
-/// Largest write a command may announce (bytes); bigger ones are refused.
-const MAX_WRITE: u32 = 32 * 1024 * 1024;
+/// SCSI status TASK SET FULL.
+const TASK_SET_FULL: u8 = 0x28;
 
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -417,8 +420,20 @@ impl Conn<'_> {
             self.execute(p.itt(), p.lun(), &cdb[..cmd_len], &[], edtl, read);
             return Ok(());
         }
-        if edtl > MAX_WRITE || p.data.len() > edtl as usize {
+        let max_write = self.ctx.max_write;
+        if edtl as usize > max_write || p.data.len() > edtl as usize {
             self.respond(p.itt(), p.lun(), 0, &Answer::check(5, 0x24, 0), edtl, 0);
+            return Ok(());
+        }
+        // Writes waiting for their data share one budget per connection (immediate
+        // commands bypass the command window, so the window alone bounds nothing).
+        let waiting: usize = self.writes.values().map(|t| t.buf.len()).sum();
+        if waiting + edtl as usize > max_write {
+            let full = Answer {
+                status: TASK_SET_FULL,
+                sense: Vec::new(),
+            };
+            self.respond(p.itt(), p.lun(), 0, &full, edtl, 0);
             return Ok(());
         }
         let mut buf = vec![0u8; edtl as usize];
