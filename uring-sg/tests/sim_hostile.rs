@@ -7,12 +7,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use uring_sg::codec::{mutex_read_cdb, Class, HostId, LockId, MutexOp, Record};
+use uring_sg::codec::{mutex_read_cdb, mutex_write_cdb, Class, HostId, LockId, MutexOp, Record};
 use uring_sg::driver::Driver;
 use uring_sg::sim::frame::{self, CommandFrame, Frame, MAX_DATA};
 use uring_sg::sim::{
-    Control, ControlRequest, ControlResponse, ListenAddr, ServerLimits, SimConfig, SimError,
-    SimHandle, SimStats,
+    Control, ControlRequest, ControlResponse, FaultCmd, ListenAddr, ServerLimits, SimConfig,
+    SimError, SimHandle, SimStats,
 };
 use uring_sg::transport::sim::SimTransport;
 use uring_sg::transport::Request;
@@ -36,7 +36,7 @@ impl Sim {
         ];
         let cfg = SimConfig {
             limits,
-            ..SimConfig::with_drives(1)
+            ..SimConfig::with_drives(2)
         };
         let h = SimHandle::start(cfg, &addrs).unwrap();
         let control = Control::connect(&h.addrs()[0]).unwrap();
@@ -377,4 +377,62 @@ impl Stream {
             other => Err(SimError::Protocol(format!("{other:?}"))),
         }
     }
+}
+
+/// Commands held by a stalled drive count against the same cap: a client that
+/// pipelines thousands of writes at a stalled drive is paused, not buffered, while
+/// clients of the other drive are served.
+#[test]
+fn commands_held_by_a_stall_are_bounded_too() {
+    let limits = ServerLimits::default();
+    let mut sim = Sim::start(limits);
+    sim.control
+        .fault("sim1", FaultCmd::Stall { ms: 600_000 })
+        .unwrap();
+    let mut good = sim.good_client("good");
+    let before = sim.stats();
+    let hostile = raw_client(sim.tcp());
+    let mut rec = [0u8; 512];
+    Record::new(
+        "held".parse::<LockId>().unwrap(),
+        "hostile".parse::<HostId>().unwrap(),
+        Class::Exclusive,
+    )
+    .encode_into(&mut rec);
+    let mut burst = Vec::new();
+    for tag in 0..5000 {
+        frame::encode_command(
+            &mut burst,
+            &CommandFrame {
+                tag,
+                drive: 1,
+                cdb: &mutex_write_cdb(MutexOp::Trylock),
+                data_in_len: 0,
+                data_out: &rec,
+            },
+        )
+        .unwrap();
+    }
+    // 2.8 MB: the write may block once the server stops reading, so from a
+    // thread (it ends when the socket closes at the latest).
+    let mut w = hostile.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&burst).is_ok());
+    let s = sim.wait_for("the stalled writer to be paused", |s| {
+        s.paused_connections >= 1
+    });
+    let parsed = s.commands - before.commands;
+    // Each is charged at least its 512-byte record.
+    assert!(
+        parsed <= (limits.max_queued / 512 + 1) as u64,
+        "{parsed} held commands"
+    );
+    assert!(
+        s.max_conn_queued_bytes <= (limits.max_queued + 2048) as u64,
+        "{s:?}"
+    );
+    assert!(s.buffered_bytes < 8 << 20, "{s:?}");
+    served(&mut good, "beside-the-stall");
+    // The rest of the burst waits in the socket buffers, not in the server.
+    hostile.shutdown(std::net::Shutdown::Both).unwrap();
+    let _ = writer.join().unwrap();
 }

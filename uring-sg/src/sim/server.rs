@@ -84,8 +84,8 @@ const ZEROS_LEN: usize = 64 * 1024;
 /// records past the table's end).
 static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
 /// What a held command (or a delayed reply) is charged besides its data: the
-/// REPLY's fields and sense.
-const REPLY_OVERHEAD: usize = 64;
+/// REPLY's fields and sense, and its bookkeeping.
+const REPLY_OVERHEAD: usize = 64 + std::mem::size_of::<Delayed>();
 
 fn ud(op: u64, index: usize) -> u64 {
     (op << OP_SHIFT) | (index as u64 & 0xFFFF_FFFF)
@@ -115,9 +115,10 @@ struct Held {
 }
 
 impl Held {
-    /// What the connection is charged while this command waits.
+    /// What the connection is charged while this command waits: the reply it
+    /// asked for and what the command itself takes meanwhile.
     fn charge(&self) -> usize {
-        self.data_in_len as usize + REPLY_OVERHEAD
+        self.data_in_len as usize + self.data_out.len() + REPLY_OVERHEAD
     }
 }
 
@@ -554,8 +555,10 @@ impl SimServer {
             };
             if let Some(c) = self.conns.get_mut(d.conn) {
                 if c.gen == d.gen && !c.closing {
-                    // Already owed since it was scheduled: now it is ready too.
+                    // Already owed since it was scheduled (with its bookkeeping,
+                    // now freed): now it is ready too.
                     let n = d.bytes.len() + d.zeros;
+                    c.owed = c.owed.saturating_sub(REPLY_OVERHEAD);
                     if !matches!(c.queue.back(), Some(Piece::Bytes(_))) {
                         c.queue
                             .push_back(Piece::Bytes(std::mem::take(&mut d.bytes)));
@@ -1178,7 +1181,7 @@ impl SimServer {
             recycle(&mut self.pool, bytes);
             return;
         }
-        c.owed += bytes.len() + zeros;
+        c.owed += bytes.len() + zeros + REPLY_OVERHEAD;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.timers.push(Reverse(Delayed {
