@@ -70,7 +70,9 @@ fn main() -> ExitCode {
         Command::Lock(a) => lock::run(a),
         Command::Unlock(a) => unlock::run(a),
         Command::Status(a) => status::run(a),
-        Command::Sim(a) => sim::run(a),
+        // A server keeps serving when its stdout closes, and its status says how
+        // it stopped, not what became of the addresses it printed at start.
+        Command::Sim(a) => return sim::run(a),
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),
         Command::Dump(a) => dump::run(a),
