@@ -113,7 +113,7 @@ pub fn run(a: Args) -> ExitCode {
             return match read_table(&mut d, i, timeout) {
                 Ok(recs) if a.json => match serde_json::to_string_pretty(&entries(&recs)) {
                     Ok(s) => {
-                        println!("{s}");
+                        outln!("{s}");
                         ExitCode::SUCCESS
                     }
                     Err(e) => fail(e),
@@ -145,11 +145,11 @@ pub fn run(a: Args) -> ExitCode {
             };
             return match text {
                 Ok(t) if a.json => {
-                    println!("{}", json!({"drive": a.drive, "ok": true, "answer": t}));
+                    outln!("{}", json!({"drive": a.drive, "ok": true, "answer": t}));
                     ExitCode::SUCCESS
                 }
                 Ok(t) => {
-                    println!("{t}");
+                    outln!("{t}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("answer does not decode: {e}")),
@@ -183,12 +183,12 @@ pub fn run(a: Args) -> ExitCode {
     match r.result {
         Ok(()) => {
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"drive": a.drive, "op": mutex_op.name(), "ok": true, "answer": word(mutex_op), "errno": 0})
                 );
             } else {
-                println!("{}", word(mutex_op));
+                outln!("{}", word(mutex_op));
             }
             ExitCode::SUCCESS
         }
@@ -202,12 +202,12 @@ fn refusal(a: &Args, e: uring_sg::codec::DriveError) -> ExitCode {
         return fail(format!("drive `{}`: {}", a.drive, describe(e)));
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({"drive": a.drive, "ok": false, "answer": e.to_string(), "errno": e.errno(), "errno_name": errno_name(e.errno())})
         );
     } else {
-        println!("{}", describe(e));
+        outln!("{}", describe(e));
     }
     ExitCode::from(1)
 }

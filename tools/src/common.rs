@@ -19,7 +19,7 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// Prints a one-line error and returns the failure exit code.
 pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("idm: {msg}");
+    errln!("idm: {msg}");
     ExitCode::from(EXIT_ERROR)
 }
 
@@ -84,9 +84,14 @@ pub fn entries(recs: &[Record]) -> Vec<TableEntry> {
 
 /// Prints a table for people.
 pub fn print_table(recs: &[Record]) {
-    println!(
+    outln!(
         "{:<40} {:<24} {:<16} {:<5} {:>10} {:>20}",
-        "LOCK ID", "HOST ID", "STATE", "CLASS", "COUNTDOWN", "LVB"
+        "LOCK ID",
+        "HOST ID",
+        "STATE",
+        "CLASS",
+        "COUNTDOWN",
+        "LVB"
     );
     for r in recs {
         let class = match r.class as u8 {
@@ -94,7 +99,7 @@ pub fn print_table(recs: &[Record]) {
             1 => "PW",
             _ => "SH",
         };
-        println!(
+        outln!(
             "{:<40} {:<24} {:<16} {:<5} {:>10} {:>20}",
             r.lock_id.to_string(),
             r.host_id.to_string(),
@@ -104,5 +109,5 @@ pub fn print_table(recs: &[Record]) {
             r.lvb.to_u64()
         );
     }
-    println!("{} record(s)", recs.len());
+    outln!("{} record(s)", recs.len());
 }

@@ -110,7 +110,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("idm demo: {e}");
+            errln!("idm demo: {e}");
             ExitCode::from(crate::common::EXIT_ERROR)
         }
     }
@@ -151,7 +151,7 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
         spaces.push(Arc::new(engine.lockspace(cfg)?));
         engines.push(engine);
     }
-    println!(
+    outln!(
         "idm demo: {hosts} host(s) (one engine each), {n} in-process simulated IDM drives \
          ({}..{}, majority {}), latency {:?}, faults {}, lease {} ms, {} s",
         drives[0],
@@ -162,7 +162,7 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
         args.lease_ms,
         args.seconds
     );
-    println!(
+    outln!(
         "workload per host: {} long-held locks (renewed), {} uncontended locks, {} hot locks shared by all hosts, {} workers",
         args.held, args.locks, args.hot, args.workers
     );
@@ -240,14 +240,14 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
 
     let stats = merged_stats(&engines)?;
     let ops = counters.ops.load(Ordering::Relaxed);
-    println!(
+    outln!(
         "\n{ops} lock operations in {:.1} s ({:.0}/s), {} drive commands",
         elapsed.as_secs_f64(),
         ops as f64 / elapsed.as_secs_f64(),
         stats.commands()
     );
-    println!("{stats}");
-    println!(
+    outln!("{stats}");
+    outln!(
         "conflicts resolved: {} (a hot lock was busy, then acquired by waiting); gave up: {}; errors: {}",
         counters.conflicts_resolved.load(Ordering::Relaxed),
         counters.gave_up.load(Ordering::Relaxed),
@@ -260,13 +260,13 @@ fn demo(args: &Args) -> Result<bool, EngineError> {
         .values()
         .map(Vec::len)
         .sum();
-    println!(
+    outln!(
         "overlap check: {total_holds} exclusive holds of the hot locks recorded by the hosts, {overlaps} overlapping between hosts{}",
         if overlaps == 0 { " (ok)" } else { " (SAFETY BUG)" }
     );
     let fenced = spaces.iter().filter(|s| s.is_fenced()).count();
     if fenced > 0 {
-        println!("{fenced} host(s) fenced: their renewals failed");
+        outln!("{fenced} host(s) fenced: their renewals failed");
     }
     drop(spaces);
     Ok(overlaps == 0 && fenced == 0)

@@ -202,36 +202,36 @@ pub fn run(args: Args) -> ExitCode {
             "distinct_drives": groups.len(),
             "missing": missing,
         });
-        println!("{out:#}");
+        outln!("{out:#}");
     } else {
         let mut report = caps.report();
         // The capability report's own "missing" list is printed once, below.
         if let Some(i) = report.find("missing:\n") {
             report.truncate(i);
         }
-        print!("{report}");
-        println!("drives:");
+        out!("{report}");
+        outln!("drives:");
         if scan.drives.is_empty() {
-            println!("  none");
+            outln!("  none");
         }
         for (d, p) in scan.drives.iter().zip(&probes) {
             let node = d
                 .command_node()
                 .map_or("?".to_string(), |n| n.display().to_string());
             let id = d.identity.key().unwrap_or_else(|| "no identity".into());
-            println!("  {node} ({id}): {}", p.text());
+            outln!("  {node} ({id}): {}", p.text());
         }
         if groups.len() != scan.drives.len() {
-            println!(
+            outln!(
                 "  {} paths lead to {} distinct drives (multipath)",
                 scan.drives.len(),
                 groups.len()
             );
         }
         if !missing.is_empty() {
-            println!("missing:");
+            outln!("missing:");
             for m in &missing {
-                println!("  - {m}");
+                outln!("  - {m}");
             }
         }
     }

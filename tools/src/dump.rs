@@ -34,7 +34,7 @@ pub fn run(a: Args) -> ExitCode {
     };
     if a.json {
         match serde_json::to_string_pretty(&entries(&recs)) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => return fail(e),
         }
     } else {

@@ -73,7 +73,7 @@ pub fn run(a: Args) -> ExitCode {
     let r = Control::connect(&addr).and_then(|mut c| c.fault(&a.drive, fault.clone()));
     match r {
         Ok(()) => {
-            println!("{}: {fault:?} applied", a.drive);
+            outln!("{}: {fault:?} applied", a.drive);
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("fault on `{}` at {addr}: {e}", a.drive)),

@@ -73,9 +73,9 @@ impl Report {
                 "fenced": self.fenced,
                 "message": self.message,
             });
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("{}", self.message);
+            outln!("{}", self.message);
         }
     }
 }
@@ -112,7 +112,7 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::from(if busy { 1 } else { EXIT_ERROR });
     }
     if !args.json {
-        println!(
+        outln!(
             "granted {:?} on {} drive(s) in {acquire_ms:.1} ms",
             args.mode,
             args.target.drives.len()
@@ -140,7 +140,7 @@ pub fn run(args: Args) -> ExitCode {
         std::thread::sleep(Duration::from_millis(after));
         ls.stop_renew();
         if !args.json {
-            println!("stopped renewing; waiting for the fence");
+            outln!("stopped renewing; waiting for the fence");
         }
         // Fencing fires before the lease ends; wait for it (bounded by the lease).
         let until = Instant::now() + Duration::from_millis(args.lease_ms);

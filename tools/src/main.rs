@@ -2,12 +2,16 @@
 //!
 //! One module per subcommand, each with its `Args` and a `run(args) -> ExitCode`.
 //! Logs go to stderr (`RUST_LOG` filters them, default `info`); results go to
-//! stdout.
+//! stdout, through [`output`]: a closed pipe ends the command quietly with
+//! status 141.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[macro_use]
+mod output;
 
 mod cmd;
 mod common;
@@ -60,15 +64,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
-    match Cli::parse().command {
+    let code = match Cli::parse().command {
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Unlock(a) => unlock::run(a),
         Command::Status(a) => status::run(a),
-        Command::Sim(a) => sim::run(a),
+        // A server keeps serving when its stdout closes, and its status says how
+        // it stopped, not what became of the addresses it printed at start.
+        Command::Sim(a) => return sim::run(a),
         Command::Fault(a) => fault::run(a),
         Command::Cmd(a) => cmd::run(a),
         Command::Dump(a) => dump::run(a),
-    }
+    };
+    output::finish(code)
 }

@@ -3,12 +3,14 @@
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use uring_sg::firmware::FirmwareConfig;
-use uring_sg::sim::iscsi::{IscsiConfig, IscsiTarget};
-use uring_sg::sim::{Latency, ListenAddr, SimConfig, SimServer};
+
+use uring_sg::sim::iscsi::{IscsiConfig, IscsiTarget, Limits};
+use uring_sg::sim::{Latency, ListenAddr, ServerLimits, SimConfig, SimServer};
 
 use crate::common::{fail, parse_addr, DEFAULT_SIM};
 
@@ -44,6 +46,62 @@ pub struct Args {
     /// Keep each LUN's data in DIR/<drive>.img instead of sparse RAM.
     #[arg(long, value_name = "DIR")]
     backing: Option<std::path::PathBuf>,
+    /// Most client connections open at once; one more gets an ERROR frame ("too
+    /// many connections") and is closed.
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::default().max_conns,
+          help_heading = "Limits (hostile clients)")]
+    max_conns: usize,
+    /// Reply bytes one connection may be owed before the server stops reading its
+    /// requests (backpressure: a client that pipelines and never reads replies
+    /// fills its own socket, not the server).
+    #[arg(long, value_name = "BYTES", default_value_t = ServerLimits::default().max_queued,
+          help_heading = "Limits (hostile clients)")]
+    max_queued_bytes: usize,
+    /// Largest data-out of one COMMAND frame (an IDM write carries 512 bytes); a
+    /// frame header announcing more closes the connection before any allocation.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerLimits::default().max_data_out,
+          help_heading = "Limits (hostile clients)")]
+    max_data_out_bytes: usize,
+    /// Largest CONTROL frame (JSON request), checked the same way.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerLimits::default().max_control,
+          help_heading = "Limits (hostile clients)")]
+    max_control_bytes: usize,
+    /// Close a connection that makes no progress for this long while the server
+    /// waits on it (no HELLO yet, a frame half received, replies it does not read);
+    /// quiet clients between commands are kept. 0: never.
+    #[arg(long, value_name = "MS", default_value_t = ServerLimits::default().idle_timeout.as_millis() as u64,
+          help_heading = "Limits (hostile clients)")]
+    idle_timeout_ms: u64,
+    /// Wait this long after a failed accept (e.g. out of file descriptors) before
+    /// trying again (native and iSCSI listeners).
+    #[arg(long, value_name = "MS", default_value_t = ServerLimits::default().accept_backoff.as_millis() as u64,
+          help_heading = "Limits (hostile clients)")]
+    accept_backoff_ms: u64,
+    /// Most iSCSI connections at once; one more is answered with a login reject
+    /// ("service unavailable") and closed.
+    #[arg(long, value_name = "N", default_value_t = IscsiConfig::default().max_conns,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_max_conns: usize,
+    /// Largest login text (all PDUs of one login request together); more fails the
+    /// login.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_login_text,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_max_login_text_bytes: usize,
+    /// An iSCSI login must complete within this long. 0: no limit.
+    #[arg(long, value_name = "MS", default_value_t = IscsiConfig::default().login_timeout.as_millis() as u64,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_login_timeout_ms: u64,
+    /// Close an iSCSI connection after this long without a PDU received or a
+    /// response taken by the initiator (initiators ping idle sessions with NOP-Out).
+    /// 0: never.
+    #[arg(long, value_name = "MS", default_value_t = IscsiConfig::default().idle_timeout.as_millis() as u64,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_idle_timeout_ms: u64,
+    /// Write data one iSCSI connection may have waiting for the rest of its data,
+    /// over all its writes; a write past it is answered TASK SET FULL.
+    #[arg(long, value_name = "BYTES", default_value_t = IscsiConfig::default().max_write,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_max_write_bytes: usize,
 }
 
 /// Runs `idm sim`.
@@ -71,6 +129,14 @@ pub fn run(a: Args) -> ExitCode {
         },
         latency: vec![a.latency],
         seed: a.seed,
+        limits: ServerLimits {
+            max_conns: a.max_conns,
+            max_queued: a.max_queued_bytes,
+            max_data_out: a.max_data_out_bytes,
+            max_control: a.max_control_bytes,
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+            accept_backoff: Duration::from_millis(a.accept_backoff_ms),
+        },
     };
     // Signals arrive through a signalfd the server's ring reads: block them first.
     let mut mask = SigSet::empty();
@@ -98,7 +164,15 @@ pub fn run(a: Args) -> ExitCode {
             let icfg = IscsiConfig {
                 lun_bytes: a.lun_size_mib.saturating_mul(1 << 20),
                 backing: a.backing.clone(),
-                ..IscsiConfig::default()
+                limits: Limits {
+                    max_login_text: a.iscsi_max_login_text_bytes,
+                    ..Limits::default()
+                },
+                max_conns: a.iscsi_max_conns,
+                login_timeout: Duration::from_millis(a.iscsi_login_timeout_ms),
+                idle_timeout: Duration::from_millis(a.iscsi_idle_timeout_ms),
+                accept_backoff: Duration::from_millis(a.accept_backoff_ms),
+                max_write: a.iscsi_max_write_bytes,
             };
             match IscsiTarget::start(&server.shared_drives(), &icfg, addr) {
                 Ok(t) => Some(t),

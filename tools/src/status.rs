@@ -56,9 +56,9 @@ pub fn run(args: Args) -> ExitCode {
             "other_hosts": others,
             "held_by_this_host": mine,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "{mode_name}; held by {others} other host(s); this host {}",
             if mine { "holds it" } else { "does not hold it" }
         );

@@ -45,7 +45,7 @@ pub fn run(args: Args) -> ExitCode {
     match ls.lock(args.target.lock, args.mode, &args.target.drives, opts) {
         Ok(()) => {}
         Err(e @ EngineError::Lock(LockError::Busy)) => {
-            println!(
+            outln!(
                 "not released: another host holds it: {e} ({})",
                 errno_name(e.errno())
             );
@@ -59,11 +59,11 @@ pub fn run(args: Args) -> ExitCode {
     }
     match ls.unlock(args.target.lock) {
         Ok(()) => {
-            println!("released");
+            outln!("released");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("idm: unlock failed: {e}");
+            errln!("idm: unlock failed: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -185,3 +185,85 @@ fn engine_commands_lock_keep_status_unlock() {
     .concat());
     assert_eq!(o.status.code(), Some(0), "{o:?}");
 }
+
+/// Runs `idm` with stdout a pipe whose reader is already gone, so the first write
+/// fails with EPIPE whatever the timing.
+fn idm_closed_stdout(args: &[&str]) -> Output {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    Command::new(IDM)
+        .args(args)
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// `idm dump ... | head -2` panicked on the closed pipe with a backtrace. Every
+/// subcommand that prints now ends quietly with status 141 (128 + SIGPIPE, see
+/// `tools/src/output.rs`), and still does its work: the lock taken below is
+/// released, so another host gets it at once.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_with_status_141() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix:{}", dir.path().join("idm.sock").display());
+    let _sim = start_sim(&sock);
+    let s = sock.as_str();
+    let runs: [&[&str]; 11] = [
+        &[
+            "cmd", "--sim", s, "sim0", "trylock", "--host", "A", "--lock", "p1",
+        ],
+        &["cmd", "--sim", s, "sim0", "count", "--json"],
+        &["dump", "--sim", s, "sim0"],
+        &["dump", "--sim", s, "sim0", "--json"],
+        &["fault", "--sim", s, "sim1", "heal"],
+        &[
+            "lock", "--sim", s, "--host", "A", "--lock", "p2", "sim0", "sim1",
+        ],
+        &[
+            "lock", "--sim", s, "--host", "A", "--lock", "p3", "--keep", "sim0", "sim1",
+        ],
+        &[
+            "status", "--sim", s, "--host", "A", "--lock", "p3", "sim0", "sim1",
+        ],
+        &[
+            "unlock", "--sim", s, "--host", "A", "--lock", "p3", "sim0", "sim1",
+        ],
+        &["doctor"],
+        &["demo", "--seconds", "1"],
+    ];
+    for args in runs {
+        let o = idm_closed_stdout(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {o:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("idm:"), "quiet: {args:?}: {err}");
+    }
+    // p2 was released and p3 unlocked although nobody read a word: B gets both.
+    for lock in ["p2", "p3"] {
+        let o = idm(&[
+            "lock",
+            "--sim",
+            s,
+            "--host",
+            "B",
+            "--lock",
+            lock,
+            "--no-wait",
+            "sim0",
+            "sim1",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{lock}: {o:?}");
+    }
+    // A command that fails for its own reason keeps its own status.
+    let o = idm_closed_stdout(&[
+        "cmd", "--sim", s, "sim0", "trylock", "--host", "C", "--lock", "p1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // Help to a closed pipe: clap's own quiet exit.
+    let o = idm_closed_stdout(&["sim", "--help"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{o:?}"
+    );
+}

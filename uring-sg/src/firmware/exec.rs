@@ -171,21 +171,42 @@ fn destroy(table: &mut Table, now_ms: u64, rec: &Record) -> Outcome {
 /// Fills `data_in` with a table read of `records` records at `now_ms`: the first
 /// `min(records, table)` records, zero-filled to `records * 512` bytes.
 pub fn read_table(table: &Table, now_ms: u64, records: u32, data_in: &mut Vec<u8>) -> Outcome {
+    read_table_limited(table, now_ms, records, usize::MAX, true, data_in).0
+}
+
+/// A table read of `records` records whose data-in is cut to `limit` bytes (what
+/// the initiator's buffer takes). Only the table's own records are encoded; with
+/// `pad` the zero-filled rest up to the transfer length is appended, without it
+/// it is left out and only counted. Returns the outcome and the data-in length
+/// (`data_in.len()` with `pad`, else at least it: the bytes past `data_in` are
+/// zeros). Nothing is allocated beyond the records the table holds, unless `pad`
+/// asks for the zeros.
+pub fn read_table_limited(
+    table: &Table,
+    now_ms: u64,
+    records: u32,
+    limit: usize,
+    pad: bool,
+    data_in: &mut Vec<u8>,
+) -> (Outcome, usize) {
     if records > MAX_READ_RECORDS {
-        return Outcome::InvalidField;
+        return (Outcome::InvalidField, 0);
     }
-    let wanted = records as usize;
+    let total = (records as usize * RECORD_LEN).min(limit);
     data_in.clear();
-    data_in.resize(wanted * RECORD_LEN, 0);
-    for (block, rec) in data_in
-        .chunks_exact_mut(RECORD_LEN)
-        .zip(table.records(now_ms))
-    {
-        let mut buf = [0u8; RECORD_LEN];
+    let mut buf = [0u8; RECORD_LEN];
+    for rec in table.records(now_ms) {
+        let room = total - data_in.len();
+        if room == 0 {
+            break;
+        }
         rec.encode_into(&mut buf);
-        block.copy_from_slice(&buf);
+        data_in.extend_from_slice(&buf[..room.min(RECORD_LEN)]);
     }
-    Outcome::Granted
+    if pad {
+        data_in.resize(total, 0);
+    }
+    (Outcome::Granted, total)
 }
 
 /// Fills `data_in` with the count block: one 512-byte block whose first two bytes are

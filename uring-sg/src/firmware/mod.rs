@@ -164,6 +164,33 @@ impl Firmware {
         scsi::answer(outcome, self.cfg.sense_format)
     }
 
+    /// [`Firmware::execute`] for a transport that sends zeros without storing them:
+    /// data-in is cut to `limit` bytes, and the zero-filled tail of a table read
+    /// (records past the table's end) is not written to `data_in`. Returns the
+    /// answer and the data-in length; the bytes past `data_in.len()` up to it are
+    /// zeros. A read of 8 MiB from a short table so costs the table's records, not
+    /// 8 MiB of zeros. Never panics.
+    pub fn execute_sparse(
+        &mut self,
+        now_ms: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        limit: usize,
+        data_in: &mut Vec<u8>,
+    ) -> (ScsiAnswer, usize) {
+        let (outcome, len) = scsi::decide_limited(
+            &mut self.table,
+            &self.cfg,
+            now_ms,
+            cdb,
+            data_out,
+            limit,
+            false,
+            data_in,
+        );
+        (scsi::answer(outcome, self.cfg.sense_format), len)
+    }
+
     /// Executes one NVMe admin command received at drive time `now_ms`; returns the
     /// NVMe status (0 success, SCT in bits 8..10, SC in bits 0..7; IDM.md §4).
     /// Data-in (if any) replaces the contents of `data_in`. Never panics.

@@ -22,7 +22,25 @@ pub fn decide(
     data_out: &[u8],
     data_in: &mut Vec<u8>,
 ) -> Outcome {
+    decide_limited(table, cfg, now_ms, cdb, data_out, usize::MAX, true, data_in).0
+}
+
+/// [`decide`] with data-in cut to `limit` bytes; without `pad`, the zero-filled
+/// tail of a table read is not materialised (see [`exec::read_table_limited`]).
+/// Returns the outcome and the data-in length (bytes past `data_in.len()` are zeros).
+#[allow(clippy::too_many_arguments)]
+pub fn decide_limited(
+    table: &mut Table,
+    cfg: &FirmwareConfig,
+    now_ms: u64,
+    cdb: &[u8],
+    data_out: &[u8],
+    limit: usize,
+    pad: bool,
+    data_in: &mut Vec<u8>,
+) -> (Outcome, usize) {
     data_in.clear();
+    let mut total = None;
     let outcome = match parse_cdb(cdb) {
         Err(e) => cdb_error(cdb, e),
         Ok(ParsedCdb::MutexWrite { op }) => {
@@ -36,7 +54,11 @@ pub fn decide(
             }
         }
         Ok(ParsedCdb::MutexRead { records, group }) => match group {
-            ReadGroup::Mutex => exec::read_table(table, now_ms, records, data_in),
+            ReadGroup::Mutex => {
+                let (o, t) = exec::read_table_limited(table, now_ms, records, limit, pad, data_in);
+                total = Some(t);
+                o
+            }
             ReadGroup::Count if records == 0 => Outcome::InvalidField,
             ReadGroup::Count => exec::read_count(table, data_in),
         },
@@ -48,8 +70,10 @@ pub fn decide(
     };
     if !outcome.is_good() {
         data_in.clear();
+        return (outcome, 0);
     }
-    outcome
+    data_in.truncate(limit);
+    (outcome, total.unwrap_or(data_in.len()))
 }
 
 /// A CDB the codec rejected. An IDM write whose op nibble is not an op (8..15) is an

@@ -1071,3 +1071,35 @@ fn seeded_walk_reaches_every_mutex_outcome() {
         );
     }
 }
+
+#[test]
+fn sparse_reads_match_padded_reads_without_storing_zeros() {
+    let mut fw = Firmware::new(FirmwareConfig::default());
+    assert_eq!(fw.apply(10, Trylock, &rec(1, 1, EX, 1000)), Granted);
+    assert_eq!(fw.apply(10, Trylock, &rec(2, 1, EX, 1000)), Granted);
+    let mut full = Vec::new();
+    let mut sparse = Vec::new();
+    let cdb = mutex_read_cdb(exec::MAX_READ_RECORDS);
+    let a = fw.execute(20, &cdb, &[], &mut full);
+    for limit in [0, 100, 512, 700, 4 << 20, usize::MAX] {
+        let (b, len) = fw.execute_sparse(20, &cdb, &[], limit, &mut sparse);
+        assert_eq!(a, b);
+        let want = full.len().min(limit);
+        assert_eq!(len, want, "limit {limit}");
+        assert!(
+            sparse.len() <= 2 * RECORD_LEN,
+            "only the records are stored"
+        );
+        assert_eq!(&full[..sparse.len()], &sparse[..]);
+        assert!(full[sparse.len()..want].iter().all(|&b| b == 0));
+    }
+    // Other commands: the same bytes, cut to the limit.
+    let (b, len) = fw.execute_sparse(20, &table_count_cdb(), &[], 3, &mut sparse);
+    assert_eq!(b.status, ScsiStatus::GOOD);
+    assert_eq!((len, sparse.as_slice()), (3, &[0u8, 2, 0][..]));
+    // Failures carry no data.
+    let cdb = mutex_read_cdb(exec::MAX_READ_RECORDS + 1);
+    let (b, len) = fw.execute_sparse(20, &cdb, &[], usize::MAX, &mut sparse);
+    assert_ne!(b.status, ScsiStatus::GOOD);
+    assert_eq!((len, sparse.len()), (0, 0));
+}

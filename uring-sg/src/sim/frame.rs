@@ -249,6 +249,19 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     Ok(Some(4 + len))
 }
 
+/// Bytes of a COMMAND frame's `len` besides its data-out, at most: the type byte,
+/// tag, drive id, CDB length, the longest CDB and the two data lengths. A server
+/// bounds a COMMAND's `len` by this plus the data-out it accepts.
+pub const COMMAND_FIXED_MAX: usize = 1 + 8 + 4 + 1 + MAX_CDB + 4 + 4;
+
+/// The `len` field and type byte of the frame starting at `buf`, once its 5-byte
+/// header is there (`None` before): what a receiver checks against its own limits
+/// before making room for the rest of the frame. Not validated.
+pub fn peek_header(buf: &[u8]) -> Option<(usize, u8)> {
+    let h = buf.get(..HEADER_LEN)?;
+    Some((u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize, h[4]))
+}
+
 /// Decodes the frame at the start of `buf`: `Ok(None)` if it is not complete yet,
 /// else the frame and the bytes it took. Never panics.
 pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
@@ -390,17 +403,37 @@ pub fn encode_command(out: &mut Vec<u8>, c: &CommandFrame<'_>) -> Result<(), Fra
 
 /// Appends a REPLY frame to `out` (no allocation once `out` has capacity).
 pub fn encode_reply(out: &mut Vec<u8>, r: &ReplyFrame<'_>) -> Result<(), FrameError> {
+    encode_reply_head(out, r.tag, r.status, r.sense, r.data.len())?;
+    out.extend_from_slice(r.data);
+    Ok(())
+}
+
+/// Appends everything of a REPLY frame up to its data-in, announcing `data_len`
+/// bytes of it: the caller sends those next (appended to `out`, or from elsewhere,
+/// such as a shared buffer of zeros). On error `out` is left as it was.
+pub fn encode_reply_head(
+    out: &mut Vec<u8>,
+    tag: u64,
+    status: u8,
+    sense: &[u8],
+    data_len: usize,
+) -> Result<(), FrameError> {
     let ty = kind::REPLY;
-    if r.sense.len() > MAX_SENSE || r.data.len() > MAX_DATA {
+    if sense.len() > MAX_SENSE || data_len > MAX_DATA {
         return Err(FrameError::BadField(ty));
     }
-    let at = begin(out, ty);
-    out.extend_from_slice(&r.tag.to_le_bytes());
-    out.push(r.status);
-    out.push(r.sense.len() as u8);
-    out.extend_from_slice(r.sense);
-    put_data(out, r.data, ty)?;
-    finish(out, at, ty)
+    let len = 1 + 8 + 1 + 1 + sense.len() + 4 + data_len;
+    if len > MAX_BODY {
+        return Err(FrameError::BadField(ty));
+    }
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.push(ty);
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.push(status);
+    out.push(sense.len() as u8);
+    out.extend_from_slice(sense);
+    out.extend_from_slice(&(data_len as u32).to_le_bytes());
+    Ok(())
 }
 
 impl Frame<'_> {

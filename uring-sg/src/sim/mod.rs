@@ -141,6 +141,83 @@ pub struct SimConfig {
     pub latency: Vec<Latency>,
     /// Seed of the latency and drop random numbers.
     pub seed: u64,
+    /// What one client may cost the server ([`ServerLimits`]).
+    pub limits: ServerLimits,
+}
+
+/// The native server's defences against hostile or broken clients. Every limit
+/// is a flag of `idm sim`; a refusal is logged once and then counted
+/// ([`RateLog`]), never logged per event.
+///
+/// Worst case a connection costs about `max_queued` plus one largest reply (a
+/// 4 MiB table read's real records; zeros past the table's end are sent from a
+/// shared buffer, not stored) plus its receive buffer (at most one frame of the
+/// largest size allowed below); times `max_conns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Most connections open at once. One more is answered with an ERROR frame
+    /// ("too many connections") and closed.
+    pub max_conns: usize,
+    /// Reply bytes one connection may be owed (queued, being sent, delayed by
+    /// latency, or expected from commands held by a stall) before the server stops
+    /// reading its requests; reading resumes once the client has read enough
+    /// replies. A single reply may exceed it (one is let through, then reading stops).
+    pub max_queued: usize,
+    /// Largest data-out a COMMAND frame may carry (an IDM mutex write carries one
+    /// 512-byte record). A frame header announcing more closes the connection before
+    /// anything is allocated for it.
+    pub max_data_out: usize,
+    /// Largest CONTROL frame (its JSON request), checked the same way.
+    pub max_control: usize,
+    /// A connection that makes no progress for this long while the server waits on
+    /// it (HELLO not yet received, a frame half received, or replies it does not
+    /// read) is closed. A client that is simply quiet between commands is not: it
+    /// costs only its small buffers. Zero disables the timeout.
+    pub idle_timeout: Duration,
+    /// After a failed accept (out of file descriptors, say) the listener waits this
+    /// long before trying again, instead of spinning.
+    pub accept_backoff: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_conns: 1024,
+            max_queued: 1 << 20,
+            max_data_out: 4096,
+            max_control: 64 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            accept_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// How often a rate-limited log line may repeat ([`RateLog`]).
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate limit of one kind of log line: the first event is logged, later ones at
+/// most once per [`LOG_INTERVAL`], each such line saying how many went unlogged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateLog {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl RateLog {
+    /// One event at `now`: `Some(n)` if it is to be logged (`n` events since the
+    /// last logged one were not), `None` if it is only counted.
+    pub fn hit(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < LOG_INTERVAL => {
+                self.quiet += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.quiet))
+            }
+        }
+    }
 }
 
 impl SimConfig {
@@ -151,6 +228,7 @@ impl SimConfig {
             firmware: FirmwareConfig::default(),
             latency: Vec::new(),
             seed: 0,
+            limits: ServerLimits::default(),
         }
     }
 
@@ -228,8 +306,10 @@ pub struct TableEntry {
     pub lvb: u64,
 }
 
-/// Server counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Server counters (the fields after `cpu_ns` default to 0 when absent, so
+/// answers of older servers still decode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimStats {
     /// COMMAND frames received.
     pub commands: u64,
@@ -239,6 +319,25 @@ pub struct SimStats {
     pub connections: u64,
     /// CPU time of the server thread so far, ns.
     pub cpu_ns: u64,
+    /// Heap bytes the server holds for its connections now: receive buffers,
+    /// queued, delayed and held frames, and its reusable buffers.
+    pub buffered_bytes: u64,
+    /// Reply bytes owed to clients now, over all connections (what
+    /// [`ServerLimits::max_queued`] bounds per connection; zeros sent from the
+    /// shared buffer count here though they are not stored).
+    pub queued_bytes: u64,
+    /// The largest number of reply bytes one connection is owed now.
+    pub max_conn_queued_bytes: u64,
+    /// Connections whose requests are not being read now (backpressure).
+    pub paused_connections: u64,
+    /// Connections refused at [`ServerLimits::max_conns`] so far.
+    pub refused_connections: u64,
+    /// Connections closed by [`ServerLimits::idle_timeout`] so far.
+    pub idle_closed: u64,
+    /// Connections closed for a malformed, oversize or unexpected frame so far.
+    pub bad_frames: u64,
+    /// Failed accepts so far (each followed by [`ServerLimits::accept_backoff`]).
+    pub accept_errors: u64,
 }
 
 /// The answer carried by a CONTROL_OK frame (JSON, tagged by `result`).
@@ -504,10 +603,23 @@ mod tests {
             commands: 1,
             replies: 1,
             connections: 1,
-            cpu_ns: 5
+            cpu_ns: 5,
+            ..SimStats::default()
         }))
         .unwrap()
         .starts_with(r#"{"result":"stats","commands":1"#));
+    }
+
+    #[test]
+    fn rate_log_logs_the_first_then_once_per_interval_with_a_count() {
+        let t0 = std::time::Instant::now();
+        let mut r = RateLog::default();
+        assert_eq!(r.hit(t0), Some(0));
+        for i in 1..1000 {
+            assert_eq!(r.hit(t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(r.hit(t0 + LOG_INTERVAL), Some(999));
+        assert_eq!(r.hit(t0 + LOG_INTERVAL), None);
     }
 
     #[test]

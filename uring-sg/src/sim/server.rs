@@ -13,6 +13,27 @@
 //! with a `tracing` warning naming the reason; other connections are unaffected.
 //! Replies still pending for a closed connection are discarded (each connection
 //! slot carries a generation, so a reused slot never gets a stale reply).
+//!
+//! **Hostile clients** ([`ServerLimits`], every limit a flag of `idm sim`):
+//! - *Backpressure*: a connection is owed the replies it asked for; while it is
+//!   owed more than `max_queued` bytes the server parses no more of its requests
+//!   and arms no RECV, so a client that pipelines requests and never reads the
+//!   replies fills its own socket buffers, not the server's memory.
+//! - *No stored zeros*: a table read returns the table's records and then zeros up
+//!   to the transfer length; the zeros are sent from one static buffer, so a 4 MiB
+//!   read of a short table costs the short table.
+//! - *Frame sizes*: a frame's header (length and type) is checked against what its
+//!   type can need (a COMMAND: its fields plus `max_data_out`; a CONTROL:
+//!   `max_control`; a server-only type: nothing) before any room is made for it,
+//!   and the receive buffer grows only as bytes arrive.
+//! - *Connections*: at most `max_conns`; one more gets an ERROR frame and is
+//!   closed. A connection the server waits on (no HELLO yet, a frame half received,
+//!   replies it does not read) for `idle_timeout` without progress is closed.
+//! - *Accept errors* (out of file descriptors) back the listener off for
+//!   `accept_backoff` instead of re-arming at once; logged once per episode.
+//!
+//! Every refusal is logged through a [`RateLog`] (the first, then at most one line
+//! per ten seconds with a count) and counted in [`SimStats`].
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -26,17 +47,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
-use nix::sys::socket::{setsockopt, shutdown, sockopt, Shutdown};
+use nix::sys::socket::{send, setsockopt, shutdown, sockopt, MsgFlags, Shutdown};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
 
 use super::faults::{FaultCmd, FaultState, Verdict};
-use super::frame::{self, CommandFrame, Frame, ReplyFrame, STATUS_TRANSPORT_ERROR};
+use super::frame::{self, kind, CommandFrame, Frame, ReplyFrame, STATUS_TRANSPORT_ERROR};
 use super::latency::Latency;
 use super::{
-    ControlRequest, ControlResponse, DriveInfo, ListenAddr, SimConfig, SimError, SimStats,
-    TableEntry,
+    ControlRequest, ControlResponse, DriveInfo, ListenAddr, RateLog, ServerLimits, SimConfig,
+    SimError, SimStats, TableEntry,
 };
 use crate::codec::Record;
 use crate::firmware::Firmware;
@@ -48,10 +69,23 @@ const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_STOP: u64 = 4;
 const OP_CANCEL: u64 = 5;
-/// Initial receive buffer per connection (grows to one whole frame when needed).
-const RBUF_INITIAL: usize = 64 * 1024;
+/// Initial receive buffer per connection (grows, as bytes arrive, up to one whole
+/// frame of the largest size allowed; shrinks back once empty).
+const RBUF_INITIAL: usize = 16 * 1024;
+/// Buffers larger than this are freed after use rather than kept for reuse.
+const KEEP_CAPACITY: usize = 64 * 1024;
+/// Reusable buffers kept at most.
+const POOL_MAX: usize = 64;
 /// Ring size.
 const RING_ENTRIES: u32 = 512;
+/// Bytes of zeros one SEND takes from [`ZEROS`].
+const ZEROS_LEN: usize = 64 * 1024;
+/// The zeros every connection sends for data it does not store (a table read's
+/// records past the table's end).
+static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
+/// What a held command (or a delayed reply) is charged besides its data: the
+/// REPLY's fields and sense, and its bookkeeping.
+const REPLY_OVERHEAD: usize = 64 + std::mem::size_of::<Delayed>();
 
 fn ud(op: u64, index: usize) -> u64 {
     (op << OP_SHIFT) | (index as u64 & 0xFFFF_FFFF)
@@ -80,13 +114,24 @@ struct Held {
     data_out: Vec<u8>,
 }
 
+impl Held {
+    /// What the connection is charged while this command waits: the reply it
+    /// asked for and what the command itself takes meanwhile.
+    fn charge(&self) -> usize {
+        self.data_in_len as usize + self.data_out.len() + REPLY_OVERHEAD
+    }
+}
+
 /// A reply waiting for its latency to pass.
 struct Delayed {
     due: Instant,
     seq: u64,
     conn: usize,
     gen: u64,
+    /// The frame up to the end of its stored data.
     bytes: Vec<u8>,
+    /// Zeros that end its data-in (sent, not stored).
+    zeros: usize,
 }
 
 impl PartialEq for Delayed {
@@ -111,6 +156,10 @@ struct Listener {
     addr: ListenAddr,
     tcp: bool,
     busy: bool,
+    /// After a failed accept: no new ACCEPT before this.
+    retry_at: Option<Instant>,
+    /// Failed accepts in the current episode (0: accepting normally).
+    failures: u64,
     /// Unix socket file this server created (removed on drop).
     owns_path: Option<PathBuf>,
 }
@@ -123,25 +172,109 @@ impl Drop for Listener {
     }
 }
 
+/// Output queued on a connection, in order.
+enum Piece {
+    /// Bytes to send.
+    Bytes(Vec<u8>),
+    /// This many zeros, sent from [`ZEROS`].
+    Zeros(usize),
+}
+
 struct Conn {
     fd: OwnedFd,
     gen: u64,
     client: Option<String>,
     rbuf: Vec<u8>,
     rlen: usize,
-    /// Frames waiting to be sent.
-    out: Vec<u8>,
-    /// The buffer of the SEND in flight, and how much of it went already.
+    /// Output not yet handed to a SEND.
+    queue: VecDeque<Piece>,
+    /// The piece being sent: `sending[sent..]` is left of a bytes piece, or
+    /// `zeros_left` zeros of a zeros piece. Untouched while a SEND is in flight.
     sending: Vec<u8>,
     sent: usize,
+    zeros_left: usize,
+    /// Reply bytes this connection is owed: ready to send (`ready`), delayed by
+    /// latency, or charged for commands held by a stall.
+    owed: usize,
+    /// Bytes in `queue` plus what is left of the piece being sent.
+    ready: usize,
+    /// Parsing stopped at the `max_queued` cap with bytes left in `rbuf`.
+    paused: bool,
+    /// Last time a byte came in or went out (or the connection was set up or
+    /// resumed reading): the idle timeout counts from here.
+    last_progress: Instant,
     recv_busy: bool,
     send_busy: bool,
     closing: bool,
 }
 
+impl Conn {
+    /// Appends to the output through `f` (into the last bytes piece, or a new
+    /// one); returns the bytes appended, counted as owed and ready.
+    fn append(
+        &mut self,
+        pool: &mut Vec<Vec<u8>>,
+        f: impl FnOnce(&mut Vec<u8>) -> Result<(), frame::FrameError>,
+    ) -> Result<usize, frame::FrameError> {
+        if !matches!(self.queue.back(), Some(Piece::Bytes(_))) {
+            self.queue
+                .push_back(Piece::Bytes(pool.pop().unwrap_or_default()));
+        }
+        let Some(Piece::Bytes(v)) = self.queue.back_mut() else {
+            return Ok(0);
+        };
+        let before = v.len();
+        f(v)?;
+        let n = v.len() - before;
+        self.ready += n;
+        self.owed += n;
+        Ok(n)
+    }
+
+    /// Queues `n` zeros (counted as owed and ready).
+    fn push_zeros(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match self.queue.back_mut() {
+            Some(Piece::Zeros(z)) => *z += n,
+            _ => self.queue.push_back(Piece::Zeros(n)),
+        }
+        self.ready += n;
+        self.owed += n;
+    }
+
+    /// Whether the server is waiting on the peer (the idle timeout runs).
+    fn waiting_on_peer(&self) -> bool {
+        self.client.is_none() || (self.rlen > 0 && !self.paused) || self.ready > 0
+    }
+
+    /// Heap bytes this connection holds.
+    fn buffered(&self) -> usize {
+        let q: usize = self
+            .queue
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(v) => v.capacity(),
+                Piece::Zeros(_) => 0,
+            })
+            .sum();
+        self.rbuf.capacity() + self.sending.capacity() + q
+    }
+}
+
+/// Rate limits of the refusal log lines.
+#[derive(Default)]
+struct Logs {
+    refused: RateLog,
+    idle: RateLog,
+    bad_frame: RateLog,
+}
+
 /// The simulator server. See the module docs.
 pub struct SimServer {
     ring: IoUring,
+    limits: ServerLimits,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     drives: Vec<Drive>,
@@ -155,13 +288,17 @@ pub struct SimServer {
     data_in: Vec<u8>,
     stop_buf: Box<[u8; 128]>,
     stats: SimStats,
+    logs: Logs,
+    /// The earliest idle deadline of a connection (computed by `arm`).
+    next_idle: Option<Instant>,
     /// Scratch lists reused every turn (no allocation per turn).
     cqes: Vec<(u64, i32)>,
     keys: Vec<usize>,
+    to_close: Vec<usize>,
 }
 
 fn bind_one(addr: &ListenAddr) -> Result<Listener, SimError> {
-    match addr {
+    let (fd, addr, tcp, owns_path) = match addr {
         ListenAddr::Unix(path) => {
             // A socket file nobody listens on is a leftover of a dead server
             // (anything that is not a socket is left alone: bind then fails).
@@ -171,26 +308,23 @@ fn bind_one(addr: &ListenAddr) -> Result<Listener, SimError> {
                 let _ = std::fs::remove_file(path);
             }
             let l = UnixListener::bind(path)?;
-            Ok(Listener {
-                fd: l.into(),
-                addr: addr.clone(),
-                tcp: false,
-                busy: false,
-                owns_path: Some(path.clone()),
-            })
+            (l.into(), addr.clone(), false, Some(path.clone()))
         }
         ListenAddr::Tcp(a) => {
             let l = TcpListener::bind(a)?;
             let real = l.local_addr()?;
-            Ok(Listener {
-                fd: l.into(),
-                addr: ListenAddr::Tcp(real),
-                tcp: true,
-                busy: false,
-                owns_path: None,
-            })
+            (l.into(), ListenAddr::Tcp(real), true, None)
         }
-    }
+    };
+    Ok(Listener {
+        fd,
+        addr,
+        tcp,
+        busy: false,
+        retry_at: None,
+        failures: 0,
+        owns_path,
+    })
 }
 
 impl SimServer {
@@ -202,6 +336,9 @@ impl SimServer {
         }
         if addrs.is_empty() {
             return Err(SimError::Config("no listen address".into()));
+        }
+        if cfg.limits.max_conns == 0 {
+            return Err(SimError::Config("max_conns must be at least 1".into()));
         }
         for (i, n) in cfg.drives.iter().enumerate() {
             if n.is_empty() || cfg.drives[..i].contains(n) {
@@ -228,6 +365,7 @@ impl SimServer {
             .collect();
         Ok(SimServer {
             ring: IoUring::new(RING_ENTRIES)?,
+            limits: cfg.limits,
             listeners,
             conns: Slab::new(),
             drives,
@@ -240,20 +378,23 @@ impl SimServer {
             in_flight: 0,
             data_in: Vec::new(),
             stop_buf: Box::new([0; 128]),
-            stats: SimStats {
-                commands: 0,
-                replies: 0,
-                connections: 0,
-                cpu_ns: 0,
-            },
+            stats: SimStats::default(),
+            logs: Logs::default(),
+            next_idle: None,
             cqes: Vec::new(),
             keys: Vec::new(),
+            to_close: Vec::new(),
         })
     }
 
     /// The addresses listened on, with TCP port 0 replaced by the bound port.
     pub fn local_addrs(&self) -> Vec<ListenAddr> {
         self.listeners.iter().map(|l| l.addr.clone()).collect()
+    }
+
+    /// The limits this server enforces.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
     }
 
     /// The drives' firmware and clock, for another front end serving the same
@@ -302,7 +443,7 @@ impl SimServer {
             let now = Instant::now();
             self.fire_timers(now);
             self.release_stalls();
-            self.arm()?;
+            self.arm(now)?;
             let wait = self.next_wake().map(|t| t.saturating_duration_since(now));
             self.enter(wait)?;
             if self.reap()? {
@@ -345,9 +486,6 @@ impl SimServer {
                     OP_SEND => {
                         if let Some(cn) = self.conns.get_mut(i) {
                             cn.send_busy = false;
-                            if c.result() > 0 {
-                                cn.sent += c.result() as usize;
-                            }
                         }
                     }
                     _ => {}
@@ -390,7 +528,8 @@ impl SimServer {
         }
     }
 
-    /// The earliest timer: a delayed reply or the end of a stall.
+    /// The earliest timer: a delayed reply, the end of a stall, an idle deadline
+    /// or the end of an accept backoff.
     fn next_wake(&self) -> Option<Instant> {
         let t = self.timers.peek().map(|Reverse(d)| d.due);
         let s = self
@@ -400,10 +539,13 @@ impl SimServer {
             .filter_map(|d| d.faults.stall_until_ms)
             .min()
             .map(|ms| self.start + Duration::from_millis(ms));
-        match (t, s) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let a = self
+            .listeners
+            .iter()
+            .filter(|l| !l.busy)
+            .filter_map(|l| l.retry_at)
+            .min();
+        [t, s, a, self.next_idle].into_iter().flatten().min()
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -413,12 +555,24 @@ impl SimServer {
             };
             if let Some(c) = self.conns.get_mut(d.conn) {
                 if c.gen == d.gen && !c.closing {
-                    c.out.extend_from_slice(&d.bytes);
+                    // Already owed since it was scheduled (with its bookkeeping,
+                    // now freed): now it is ready too.
+                    let n = d.bytes.len() + d.zeros;
+                    c.owed = c.owed.saturating_sub(REPLY_OVERHEAD);
+                    if !matches!(c.queue.back(), Some(Piece::Bytes(_))) {
+                        c.queue
+                            .push_back(Piece::Bytes(std::mem::take(&mut d.bytes)));
+                    } else if let Some(Piece::Bytes(v)) = c.queue.back_mut() {
+                        v.extend_from_slice(&d.bytes);
+                    }
+                    if d.zeros > 0 {
+                        c.queue.push_back(Piece::Zeros(d.zeros));
+                    }
+                    c.ready += n;
                     self.stats.replies += 1;
                 }
             }
-            d.bytes.clear();
-            self.pool.push(d.bytes);
+            recycle(&mut self.pool, d.bytes);
         }
     }
 
@@ -430,12 +584,13 @@ impl SimServer {
             }
             let held = std::mem::take(&mut self.drives[di].held);
             for h in held {
-                let Some(c) = self.conns.get(h.conn) else {
+                let Some(c) = self.conns.get_mut(h.conn) else {
                     continue;
                 };
                 if c.gen != h.gen || c.closing {
                     continue;
                 }
+                c.owed = c.owed.saturating_sub(h.charge());
                 let cmd = CommandFrame {
                     tag: h.tag,
                     drive: di as u32,
@@ -448,12 +603,14 @@ impl SimServer {
         }
     }
 
-    /// Arms accepts, receives and sends; frees closed connections.
-    fn arm(&mut self) -> Result<(), SimError> {
+    /// Arms accepts, receives and sends; resumes connections whose backpressure
+    /// ended; closes idle ones; frees closed ones.
+    fn arm(&mut self, now: Instant) -> Result<(), SimError> {
         for i in 0..self.listeners.len() {
-            if !self.listeners[i].busy {
+            let l = &self.listeners[i];
+            if !l.busy && l.retry_at.is_none_or(|t| now >= t) {
                 let e = opcode::Accept::new(
-                    types::Fd(self.listeners[i].fd.as_raw_fd()),
+                    types::Fd(l.fd.as_raw_fd()),
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
                 )
@@ -463,11 +620,31 @@ impl SimServer {
                 // SAFETY: no buffers; the listener fd lives as long as self.
                 unsafe { self.push(&e)? };
                 self.listeners[i].busy = true;
+                self.listeners[i].retry_at = None;
             }
         }
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
         keys.extend(self.conns.iter().map(|(k, _)| k));
+        // Connections whose replies drained below the cap parse what they have.
+        let cap = self.limits.max_queued;
+        for &k in &keys {
+            if self
+                .conns
+                .get(k)
+                .is_some_and(|c| c.paused && !c.closing && c.owed <= cap)
+            {
+                if let Some(c) = self.conns.get_mut(k) {
+                    c.paused = false;
+                    c.last_progress = now;
+                }
+                self.process(k);
+            }
+        }
+        let idle = self.limits.idle_timeout;
+        let mut next_idle: Option<Instant> = None;
+        let mut to_close = std::mem::take(&mut self.to_close);
+        to_close.clear();
         let mut dead = 0;
         for ki in 0..keys.len() {
             let k = keys[ki];
@@ -481,15 +658,25 @@ impl SimServer {
                 }
                 continue;
             }
+            if !idle.is_zero() && c.waiting_on_peer() {
+                let due = c.last_progress + idle;
+                if now >= due {
+                    to_close.push(k);
+                    continue;
+                }
+                next_idle = Some(next_idle.map_or(due, |t| t.min(due)));
+            }
             let mut entries: [Option<squeue::Entry>; 2] = [None, None];
-            if !c.recv_busy {
+            if !c.recv_busy && !c.paused && c.owed <= cap {
                 if c.rlen == c.rbuf.len() {
-                    // Only happens below a whole frame's size: grow to it.
+                    // A partial frame fills the buffer (its header was checked
+                    // against the limits by `process`): grow towards it.
                     let need = frame::frame_len(&c.rbuf[..c.rlen])
                         .ok()
                         .flatten()
                         .unwrap_or(c.rbuf.len() * 2);
-                    c.rbuf.resize(need.max(c.rbuf.len() + 1), 0);
+                    let grown = need.min(c.rbuf.len().saturating_mul(2)).max(c.rlen + 1);
+                    c.rbuf.resize(grown, 0);
                 }
                 let free = &mut c.rbuf[c.rlen..];
                 entries[0] = Some(
@@ -503,26 +690,45 @@ impl SimServer {
                 );
                 c.recv_busy = true;
             }
-            if !c.send_busy && !c.out.is_empty() {
-                std::mem::swap(&mut c.out, &mut c.sending);
-                c.out.clear();
-                c.sent = 0;
-                entries[1] = Some(
-                    opcode::Send::new(
-                        types::Fd(c.fd.as_raw_fd()),
-                        c.sending.as_ptr(),
-                        c.sending.len() as u32,
-                    )
-                    .flags(nix::libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(ud(OP_SEND, k)),
-                );
-                c.send_busy = true;
+            if !c.send_busy {
+                if c.sent >= c.sending.len() && c.zeros_left == 0 {
+                    match c.queue.pop_front() {
+                        Some(Piece::Bytes(v)) => {
+                            let old = std::mem::replace(&mut c.sending, v);
+                            recycle(&mut self.pool, old);
+                            c.sent = 0;
+                        }
+                        Some(Piece::Zeros(n)) => {
+                            c.sending.clear();
+                            c.sent = 0;
+                            c.zeros_left = n;
+                        }
+                        None => {}
+                    }
+                }
+                let chunk: Option<&[u8]> = if c.zeros_left > 0 {
+                    Some(&ZEROS[..c.zeros_left.min(ZEROS_LEN)])
+                } else if c.sent < c.sending.len() {
+                    let rest = &c.sending[c.sent..];
+                    Some(&rest[..rest.len().min(u32::MAX as usize)])
+                } else {
+                    None
+                };
+                if let Some(b) = chunk {
+                    entries[1] = Some(
+                        opcode::Send::new(types::Fd(c.fd.as_raw_fd()), b.as_ptr(), b.len() as u32)
+                            .flags(nix::libc::MSG_NOSIGNAL)
+                            .build()
+                            .user_data(ud(OP_SEND, k)),
+                    );
+                    c.send_busy = true;
+                }
             }
             for e in entries.into_iter().flatten() {
                 // SAFETY: rbuf and sending are heap buffers of the connection, which
                 // is not resized (rbuf) or reused (sending) while its entry is in
-                // flight, and not freed before both entries completed (see `closing`).
+                // flight, and not freed before both entries completed (see
+                // `closing`); ZEROS is static.
                 unsafe { self.push(&e)? };
             }
         }
@@ -530,7 +736,23 @@ impl SimServer {
             self.conns.remove(k);
             self.stats.connections = self.stats.connections.saturating_sub(1);
         }
+        for &k in &to_close {
+            self.stats.idle_closed += 1;
+            if let Some(quiet) = self.logs.idle.hit(now) {
+                let client = self.conns.get(k).and_then(|c| c.client.clone());
+                tracing::warn!(
+                    conn = k,
+                    client = client.as_deref().unwrap_or("-"),
+                    timeout_ms = idle.as_millis() as u64,
+                    not_logged = quiet,
+                    "connection made no progress within the idle timeout: closing it"
+                );
+            }
+            self.close(k, "idle timeout");
+        }
+        self.next_idle = next_idle;
         self.keys = keys;
+        self.to_close = to_close;
         Ok(())
     }
 
@@ -547,7 +769,7 @@ impl SimServer {
             match op {
                 OP_ACCEPT => self.on_accept(i, res),
                 OP_RECV => self.on_recv(i, res),
-                OP_SEND => self.on_send(i, res)?,
+                OP_SEND => self.on_send(i, res),
                 OP_STOP => stop = true,
                 _ => {}
             }
@@ -557,27 +779,75 @@ impl SimServer {
     }
 
     fn on_accept(&mut self, i: usize, res: i32) {
+        let now = Instant::now();
+        let backoff = self.limits.accept_backoff;
         let Some(l) = self.listeners.get_mut(i) else {
             return;
         };
         l.busy = false;
         if res < 0 {
-            tracing::warn!(addr = %l.addr, errno = -res, "accept failed");
+            self.stats.accept_errors += 1;
+            l.retry_at = Some(now + backoff);
+            if l.failures == 0 {
+                tracing::warn!(
+                    addr = %l.addr,
+                    errno = -res,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "accept failed: retrying after each backoff; further failures are counted, not logged, until an accept succeeds"
+                );
+            }
+            l.failures += 1;
             return;
+        }
+        if l.failures > 0 {
+            tracing::info!(addr = %l.addr, failures = l.failures, "accepting again");
+            l.failures = 0;
         }
         // SAFETY: a successful accept returns a new fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
-        if l.tcp {
+        let fd = if l.tcp {
             let s = TcpStream::from(fd);
             let _ = s.set_nodelay(true);
-            let fd: OwnedFd = s.into();
-            self.add_conn(fd);
+            s.into()
         } else {
-            self.add_conn(fd);
+            fd
+        };
+        if self.conns.len() >= self.limits.max_conns {
+            self.refuse(fd, now);
+        } else {
+            self.add_conn(fd, now);
         }
     }
 
-    fn add_conn(&mut self, fd: OwnedFd) {
+    /// Answers a connection over the limit with an ERROR frame and closes it. The
+    /// frame is tiny and the socket new, so one non-blocking send takes it.
+    fn refuse(&mut self, fd: OwnedFd, now: Instant) {
+        self.stats.refused_connections += 1;
+        let max = self.limits.max_conns;
+        if let Some(quiet) = self.logs.refused.hit(now) {
+            tracing::warn!(
+                max_conns = max,
+                not_logged = quiet,
+                "connection limit reached: refusing new connections"
+            );
+        }
+        let message = format!("too many connections (the simulator's limit is {max})");
+        let mut b = Vec::new();
+        if (Frame::Error { message: &message }).encode(&mut b).is_ok() {
+            let _ = send(
+                fd.as_raw_fd(),
+                &b,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+        let _ = shutdown(fd.as_raw_fd(), Shutdown::Write);
+        // Take a HELLO that already arrived: closing with unread bytes would reset
+        // the connection, and the peer might lose the ERROR frame.
+        let mut sink = [0u8; 512];
+        let _ = nix::sys::socket::recv(fd.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT);
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd, now: Instant) {
         let gen = self.next_gen;
         self.next_gen += 1;
         let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
@@ -587,9 +857,14 @@ impl SimServer {
             client: None,
             rbuf: vec![0; RBUF_INITIAL],
             rlen: 0,
-            out: Vec::with_capacity(RBUF_INITIAL),
-            sending: Vec::with_capacity(RBUF_INITIAL),
+            queue: VecDeque::new(),
+            sending: Vec::new(),
             sent: 0,
+            zeros_left: 0,
+            owed: 0,
+            ready: 0,
+            paused: false,
+            last_progress: now,
             recv_busy: false,
             send_busy: false,
             closing: false,
@@ -613,32 +888,31 @@ impl SimServer {
         }
     }
 
-    fn on_send(&mut self, k: usize, res: i32) -> Result<(), SimError> {
+    fn on_send(&mut self, k: usize, res: i32) {
         let Some(c) = self.conns.get_mut(k) else {
-            return Ok(());
+            return;
         };
         c.send_busy = false;
         if res < 0 {
             self.close(k, "send failed");
-            return Ok(());
+            return;
         }
-        c.sent += res as usize;
-        if c.sent < c.sending.len() && !c.closing {
-            // A short send: push the rest now (the buffer stays as it is).
-            let rest = &c.sending[c.sent..];
-            let e = opcode::Send::new(
-                types::Fd(c.fd.as_raw_fd()),
-                rest.as_ptr(),
-                rest.len() as u32,
-            )
-            .flags(nix::libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(OP_SEND, k));
-            c.send_busy = true;
-            // SAFETY: as in `arm`: `sending` is untouched until this completes.
-            unsafe { self.push(&e)? };
+        let n = res as usize;
+        if c.zeros_left > 0 {
+            c.zeros_left = c.zeros_left.saturating_sub(n);
+        } else {
+            c.sent += n;
+            if c.sent >= c.sending.len() && c.sending.capacity() > KEEP_CAPACITY {
+                c.sending = Vec::new();
+                c.sent = 0;
+            }
         }
-        Ok(())
+        c.ready = c.ready.saturating_sub(n);
+        c.owed = c.owed.saturating_sub(n);
+        if n > 0 {
+            c.last_progress = Instant::now();
+        }
+        // What is left (a short send, the next piece) goes out from `arm`.
     }
 
     fn on_recv(&mut self, k: usize, res: i32) {
@@ -661,12 +935,67 @@ impl SimServer {
             return;
         }
         c.rlen += res as usize;
+        c.last_progress = Instant::now();
+        self.process(k);
+    }
+
+    /// The largest `len` a client's frame of type `ty` may announce (`None`: a
+    /// client never sends that type).
+    fn max_len(&self, ty: u8) -> Option<usize> {
+        match ty {
+            // A u16-length string.
+            kind::HELLO | kind::ATTACH => Some(1 + 2 + u16::MAX as usize),
+            kind::COMMAND => Some(frame::COMMAND_FIXED_MAX + 4 + self.limits.max_data_out),
+            kind::CONTROL => Some(1 + self.limits.max_control),
+            _ => None,
+        }
+    }
+
+    /// Checks the header of the frame at the start of `buf` against what its type
+    /// can need; `Err(reason)` closes the connection.
+    fn check_header(&self, buf: &[u8]) -> Result<(), String> {
+        let Some((len, ty)) = frame::peek_header(buf) else {
+            return Ok(());
+        };
+        match self.max_len(ty) {
+            None => Err(format!("frame type {ty:#04x} is not one a client sends")),
+            Some(max) if len > max => Err(format!(
+                "frame type {ty:#04x} announces {len} bytes, more than the {max} it can need"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Parses the complete frames in a connection's receive buffer, until one is
+    /// incomplete or the connection is owed more than `max_queued` (then it is
+    /// paused: the rest waits in the buffer until replies drain).
+    fn process(&mut self, k: usize) {
+        let cap = self.limits.max_queued;
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        if c.recv_busy {
+            // Never with a RECV in flight: it writes into `rbuf`, which this may replace.
+            return;
+        }
         // Parse out of a taken buffer so handlers may borrow the server mutably.
         let rbuf = std::mem::take(&mut c.rbuf);
         let rlen = c.rlen;
         let mut at = 0;
         let mut bad = None;
+        let mut paused = false;
         while at < rlen {
+            if self.conns.get(k).is_none_or(|c| c.closing) {
+                break;
+            }
+            if self.conns.get(k).is_some_and(|c| c.owed > cap) {
+                paused = true;
+                break;
+            }
+            if let Err(reason) = self.check_header(&rbuf[at..rlen]) {
+                bad = Some(reason);
+                break;
+            }
             match frame::decode(&rbuf[at..rlen]) {
                 Ok(Some((f, n))) => {
                     if let Err(reason) = self.on_frame(k, f) {
@@ -688,13 +1017,23 @@ impl SimServer {
         c.rbuf = rbuf;
         c.rbuf.copy_within(at..rlen, 0);
         c.rlen = rlen - at;
+        c.paused = paused;
+        if c.rlen == 0 && c.rbuf.len() > RBUF_INITIAL {
+            // A large frame passed: give its room back.
+            c.rbuf = vec![0; RBUF_INITIAL];
+        }
         if let Some(reason) = bad {
-            tracing::warn!(
-                conn = k,
-                client = c.client.as_deref().unwrap_or("-"),
-                reason = %reason,
-                "malformed frame: closing the connection"
-            );
+            self.stats.bad_frames += 1;
+            if let Some(quiet) = self.logs.bad_frame.hit(Instant::now()) {
+                let c = self.conns.get(k);
+                tracing::warn!(
+                    conn = k,
+                    client = c.and_then(|c| c.client.as_deref()).unwrap_or("-"),
+                    reason = %reason,
+                    not_logged = quiet,
+                    "malformed frame: closing the connection"
+                );
+            }
             self.close(k, "malformed frame");
         }
     }
@@ -702,7 +1041,7 @@ impl SimServer {
     /// Queues a small frame on a connection.
     fn send_frame(&mut self, k: usize, f: &Frame<'_>) {
         if let Some(c) = self.conns.get_mut(k) {
-            if f.encode(&mut c.out).is_err() {
+            if c.append(&mut self.pool, |v| f.encode(v)).is_err() {
                 tracing::warn!(conn = k, "could not encode an answer frame");
             }
         }
@@ -765,7 +1104,7 @@ impl SimServer {
         let gen = conn.gen;
         let client = conn.client.as_deref().unwrap_or("");
         let Some(drive) = self.drives.get_mut(c.drive as usize) else {
-            self.reply(k, gen, Duration::ZERO, &io_error(c.tag));
+            self.reply(k, gen, Duration::ZERO, &io_error(c.tag), 0);
             return;
         };
         let verdict = drive.faults.judge(client, now_ms, &mut self.rng);
@@ -775,7 +1114,7 @@ impl SimServer {
             Verdict::Hold => {
                 let mut cdb = [0u8; frame::MAX_CDB];
                 cdb[..c.cdb.len()].copy_from_slice(c.cdb);
-                drive.held.push_back(Held {
+                let h = Held {
                     conn: k,
                     gen,
                     tag: c.tag,
@@ -783,15 +1122,24 @@ impl SimServer {
                     cdb_len: c.cdb.len() as u8,
                     data_in_len: c.data_in_len,
                     data_out: c.data_out.to_vec(),
-                });
+                };
+                if let Some(conn) = self.conns.get_mut(k) {
+                    conn.owed += h.charge();
+                }
+                drive.held.push_back(h);
             }
             Verdict::IoError => {
-                self.reply(k, gen, delay, &io_error(c.tag));
+                self.reply(k, gen, delay, &io_error(c.tag), 0);
             }
             Verdict::Execute | Verdict::ExecuteAndDrop => {
                 let mut data_in = std::mem::take(&mut self.data_in);
-                let a = lock_fw(&drive.fw).execute(now_ms, c.cdb, c.data_out, &mut data_in);
-                data_in.truncate(c.data_in_len as usize);
+                let (a, len) = lock_fw(&drive.fw).execute_sparse(
+                    now_ms,
+                    c.cdb,
+                    c.data_out,
+                    c.data_in_len as usize,
+                    &mut data_in,
+                );
                 if verdict == Verdict::Execute {
                     let r = ReplyFrame {
                         tag: c.tag,
@@ -799,27 +1147,41 @@ impl SimServer {
                         sense: a.sense.as_slice(),
                         data: &data_in,
                     };
-                    self.reply(k, gen, delay, &r);
+                    self.reply(k, gen, delay, &r, len.saturating_sub(data_in.len()));
+                }
+                if data_in.capacity() > KEEP_CAPACITY {
+                    data_in = Vec::new();
                 }
                 self.data_in = data_in;
             }
         }
     }
 
-    /// Sends `r` on connection `k` (generation `gen`) now, or after `delay`.
-    fn reply(&mut self, k: usize, gen: u64, delay: Duration, r: &ReplyFrame<'_>) {
+    /// Sends `r` on connection `k` (generation `gen`) now, or after `delay`; its
+    /// data-in is `r.data` followed by `zeros` zeros (sent, never stored).
+    fn reply(&mut self, k: usize, gen: u64, delay: Duration, r: &ReplyFrame<'_>, zeros: usize) {
+        let data_len = r.data.len() + zeros;
+        let encode = |v: &mut Vec<u8>| {
+            frame::encode_reply_head(v, r.tag, r.status, r.sense, data_len)?;
+            v.extend_from_slice(r.data);
+            Ok(())
+        };
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
         if delay.is_zero() {
-            if let Some(c) = self.conns.get_mut(k) {
-                if frame::encode_reply(&mut c.out, r).is_ok() {
-                    self.stats.replies += 1;
-                }
+            if c.append(&mut self.pool, encode).is_ok() {
+                c.push_zeros(zeros);
+                self.stats.replies += 1;
             }
             return;
         }
         let mut bytes = self.pool.pop().unwrap_or_default();
-        if frame::encode_reply(&mut bytes, r).is_err() {
+        if encode(&mut bytes).is_err() {
+            recycle(&mut self.pool, bytes);
             return;
         }
+        c.owed += bytes.len() + zeros + REPLY_OVERHEAD;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.timers.push(Reverse(Delayed {
@@ -828,7 +1190,26 @@ impl SimServer {
             conn: k,
             gen,
             bytes,
+            zeros,
         }));
+    }
+
+    /// Heap bytes held for connections now (see [`SimStats::buffered_bytes`]).
+    fn buffered(&self) -> usize {
+        let conns: usize = self.conns.iter().map(|(_, c)| c.buffered()).sum();
+        let timers: usize = self
+            .timers
+            .iter()
+            .map(|Reverse(d)| d.bytes.capacity())
+            .sum();
+        let held: usize = self
+            .drives
+            .iter()
+            .flat_map(|d| d.held.iter())
+            .map(|h| h.data_out.capacity() + std::mem::size_of::<Held>())
+            .sum();
+        let pool: usize = self.pool.iter().map(Vec::capacity).sum();
+        conns + timers + held + pool + self.data_in.capacity()
     }
 
     fn drive_index(&self, name: &str) -> Result<usize, String> {
@@ -883,8 +1264,18 @@ impl SimServer {
                 let cpu = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
                     .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
                     .unwrap_or(0);
+                let cap = self.limits.max_queued;
+                let owed = self.conns.iter().map(|(_, c)| c.owed as u64);
                 Ok(ControlResponse::Stats(SimStats {
                     cpu_ns: cpu,
+                    buffered_bytes: self.buffered() as u64,
+                    queued_bytes: owed.clone().sum(),
+                    max_conn_queued_bytes: owed.max().unwrap_or(0),
+                    paused_connections: self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.paused || c.owed > cap)
+                        .count() as u64,
                     ..self.stats
                 }))
             }
@@ -936,6 +1327,14 @@ impl SharedDrives {
     /// Drive time now, ms.
     pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Keeps a used buffer for reuse, unless it is large or enough are kept.
+fn recycle(pool: &mut Vec<Vec<u8>>, mut v: Vec<u8>) {
+    if v.capacity() > 0 && v.capacity() <= KEEP_CAPACITY && pool.len() < POOL_MAX {
+        v.clear();
+        pool.push(v);
     }
 }
 

@@ -40,6 +40,11 @@ pub mod status {
     pub const MISSING_PARAMETER: u16 = 0x0207;
     /// Invalid request during login.
     pub const INVALID_DURING_LOGIN: u16 = 0x020B;
+    /// Service unavailable (target error): sent to a connection over the limit.
+    pub const SERVICE_UNAVAILABLE: u16 = 0x0301;
+    /// Out of resources (target error): the login text is over
+    /// [`super::Limits::max_login_text`].
+    pub const OUT_OF_RESOURCES: u16 = 0x0302;
 }
 
 /// The target's limits for negotiation.
@@ -51,6 +56,10 @@ pub struct Limits {
     pub max_burst: u32,
     /// Largest unsolicited burst we accept.
     pub first_burst: u32,
+    /// Largest login text, bytes: all the PDUs of one login request (the C bit
+    /// continues it) together. More fails the login with "out of resources"
+    /// before it is buffered.
+    pub max_login_text: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +68,7 @@ impl Default for Limits {
             max_recv_dsl: 256 * 1024,
             max_burst: 1024 * 1024,
             first_burst: 256 * 1024,
+            max_login_text: 64 * 1024,
         }
     }
 }
@@ -188,6 +198,10 @@ impl Login {
         let nsg = flags & 3;
         if csg == 2 || csg == 3 || (transit && (nsg == 2 || nsg <= csg)) || (transit && cont) {
             return fail(resp, status::INITIATOR_ERROR);
+        }
+        if self.pending.len().saturating_add(req.data.len()) > self.limits.max_login_text {
+            self.pending = Vec::new();
+            return fail(resp, status::OUT_OF_RESOURCES);
         }
         self.pending.extend_from_slice(&req.data);
         if cont {
@@ -478,6 +492,25 @@ mod tests {
         second.data = b"sim0\0".to_vec();
         assert!(matches!(l.step(&second, &targets()), Step::Done(_)));
         assert_eq!(l.target, Some(0));
+    }
+
+    #[test]
+    fn login_text_over_the_limit_fails_before_it_is_buffered() {
+        let limits = Limits {
+            max_login_text: 1000,
+            ..Limits::default()
+        };
+        let mut l = Login::new(limits, 1);
+        let mut part = req(0x40, &[]);
+        part.data = vec![b'a'; 400];
+        for _ in 0..2 {
+            assert!(matches!(l.step(&part, &targets()), Step::Continue(_)));
+        }
+        match l.step(&part, &targets()) {
+            Step::Fail(p) => assert_eq!(p.u16_at(36), status::OUT_OF_RESOURCES),
+            other => panic!("{other:?}"),
+        }
+        assert!(l.pending.capacity() == 0, "the text is dropped");
     }
 
     #[test]

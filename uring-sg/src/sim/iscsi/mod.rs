@@ -18,6 +18,14 @@
 //! injection do not apply to iSCSI commands (a power cycle does: it clears the
 //! shared table).
 //!
+//! **Limits** ([`IscsiConfig`], flags of `idm sim`): at most `max_conns`
+//! connection threads (one more is answered "service unavailable" by a single
+//! refuser thread and closed); a login must complete within `login_timeout` and
+//! its text stays under [`Limits::max_login_text`]; write data waiting on one
+//! connection stays under `max_write`; a logged-in connection idle
+//! (or not reading) for `idle_timeout` is closed; accept errors back off. Refusals
+//! are logged through a [`RateLog`], not per event.
+//!
 //! Modules: [`pdu`] (codec), [`login`] (login phase and key negotiation),
 //! [`session`] (one connection), [`scsi`] (the disk: data area and command set).
 //!
@@ -34,18 +42,21 @@ pub mod pdu;
 pub mod scsi;
 pub mod session;
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use login::Limits;
 pub use scsi::{Disk, Lun};
 
 use super::server::SharedDrives;
-use super::SimError;
+use super::{RateLog, SimError};
+use pdu::{op, read_pdu, Pdu};
 
 /// The IQN prefix of every simulated drive's target.
 pub const IQN_PREFIX: &str = "iqn.2026-11.org.idm-engine:";
@@ -63,8 +74,25 @@ pub struct IscsiConfig {
     pub lun_bytes: u64,
     /// Keep each drive's data in `DIR/<drive>.img` instead of sparse RAM.
     pub backing: Option<PathBuf>,
-    /// Negotiation limits.
+    /// Negotiation limits (and the login text limit).
     pub limits: Limits,
+    /// Most connections (threads) at once. One more is answered, if it sends its
+    /// login request within [`REFUSE_WAIT`], with a login response "service
+    /// unavailable" (status 0x0301), and closed.
+    pub max_conns: usize,
+    /// A login must complete within this long from the connection's accept.
+    /// Zero: no limit.
+    pub login_timeout: Duration,
+    /// After login, a connection that sends nothing for this long (initiators ping
+    /// idle sessions with NOP-Out), or does not take a response for this long, is
+    /// closed. Zero: never.
+    pub idle_timeout: Duration,
+    /// After a failed accept the listener waits this long before trying again.
+    pub accept_backoff: Duration,
+    /// Write data one connection may have waiting, bytes, over all its writes
+    /// (each buffered until complete): a larger write is refused, and one that
+    /// would take the connection past it is answered TASK SET FULL.
+    pub max_write: usize,
 }
 
 impl Default for IscsiConfig {
@@ -73,8 +101,27 @@ impl Default for IscsiConfig {
             lun_bytes: 64 << 20,
             backing: None,
             limits: Limits::default(),
+            max_conns: 64,
+            login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            accept_backoff: Duration::from_millis(100),
+            max_write: 32 << 20,
         }
     }
+}
+
+/// How long a refused connection is given to send its login request (to be
+/// answered "service unavailable") before it is simply closed.
+pub const REFUSE_WAIT: Duration = Duration::from_millis(500);
+/// Refused connections waiting for that answer at most; more are closed at once.
+const REFUSE_QUEUE: usize = 16;
+
+/// Rate limits of the log lines about refused or failed connections.
+#[derive(Default)]
+pub(crate) struct Logs {
+    pub(crate) refused: RateLog,
+    pub(crate) login_failed: RateLog,
+    pub(crate) closed_on_error: RateLog,
 }
 
 /// What every connection thread shares.
@@ -82,13 +129,22 @@ pub(crate) struct Ctx {
     pub(crate) luns: Vec<Lun>,
     pub(crate) iqns: Vec<String>,
     pub(crate) limits: Limits,
+    pub(crate) login_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_write: usize,
     pub(crate) next_tsih: AtomicU16,
+    pub(crate) logs: Mutex<Logs>,
     start: Instant,
 }
 
 impl Ctx {
     pub(crate) fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Runs `f` on one of the rate-limited logs.
+    pub(crate) fn log<T>(&self, f: impl FnOnce(&mut Logs) -> T) -> T {
+        f(&mut lock(&self.logs))
     }
 }
 
@@ -102,6 +158,7 @@ pub struct IscsiTarget {
     stop: Arc<AtomicBool>,
     conns: ConnList,
     thread: Option<JoinHandle<()>>,
+    refuser: Option<JoinHandle<()>>,
 }
 
 impl IscsiTarget {
@@ -140,19 +197,37 @@ impl IscsiTarget {
             luns,
             iqns: iqns.clone(),
             limits: cfg.limits,
+            login_timeout: cfg.login_timeout,
+            idle_timeout: cfg.idle_timeout,
+            max_write: cfg.max_write,
             next_tsih: AtomicU16::new(1),
+            logs: Mutex::new(Logs::default()),
             start: drives.start,
         });
+        if cfg.max_conns == 0 {
+            return Err(SimError::Config(
+                "iSCSI max_conns must be at least 1".into(),
+            ));
+        }
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let conns: ConnList = Arc::new(Mutex::new(Vec::new()));
+        let (refuse_tx, refuse_rx) = sync_channel::<TcpStream>(REFUSE_QUEUE);
+        let refuser = std::thread::Builder::new()
+            .name("idm-iscsi-refuse".into())
+            .spawn(move || refuse_loop(&refuse_rx))?;
         let thread = {
             let stop = Arc::clone(&stop);
             let conns = Arc::clone(&conns);
+            let a = Accept {
+                max_conns: cfg.max_conns,
+                backoff: cfg.accept_backoff,
+                refuse: refuse_tx,
+            };
             std::thread::Builder::new()
                 .name("idm-iscsi".into())
-                .spawn(move || accept_loop(&listener, &ctx, &stop, &conns))?
+                .spawn(move || accept_loop(&listener, &ctx, &stop, &conns, &a))?
         };
         Ok(IscsiTarget {
             addr,
@@ -160,7 +235,13 @@ impl IscsiTarget {
             stop,
             conns,
             thread: Some(thread),
+            refuser: Some(refuser),
         })
+    }
+
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        lock(&self.conns).len()
     }
 
     /// The address listened on.
@@ -185,7 +266,11 @@ impl IscsiTarget {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept.
         drop(TcpStream::connect(self.addr));
+        // The accept thread held the refuser's only sender: it ends too.
         let _ = t.join();
+        if let Some(r) = self.refuser.take() {
+            let _ = r.join();
+        }
         let list = std::mem::take(&mut *lock(&self.conns));
         for (_, s, h) in list {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -206,8 +291,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>, stop: &AtomicBool, conns: &ConnList) {
+/// The accept thread's settings.
+struct Accept {
+    max_conns: usize,
+    backoff: Duration,
+    refuse: SyncSender<TcpStream>,
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    ctx: &Arc<Ctx>,
+    stop: &AtomicBool,
+    conns: &ConnList,
+    a: &Accept,
+) {
     let mut next_id = 0u64;
+    let mut failures = 0u64;
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
@@ -216,10 +315,43 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>, stop: &AtomicBool, conns:
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "iSCSI accept failed");
+                // Out of file descriptors, say: back off instead of spinning; one
+                // log line per episode.
+                if failures == 0 {
+                    tracing::warn!(
+                        error = %e,
+                        backoff_ms = a.backoff.as_millis() as u64,
+                        "iSCSI accept failed: retrying after each backoff; further failures are counted, not logged, until an accept succeeds"
+                    );
+                }
+                failures += 1;
+                std::thread::sleep(a.backoff);
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(failures, "iSCSI accepting again");
+            failures = 0;
+        }
+        let mut guard = lock(conns);
+        if guard.len() >= a.max_conns {
+            drop(guard);
+            if let Some(quiet) = ctx.log(|l| l.refused.hit(Instant::now())) {
+                tracing::warn!(
+                    %peer,
+                    max_conns = a.max_conns,
+                    not_logged = quiet,
+                    "iSCSI connection limit reached: refusing new connections"
+                );
+            }
+            // The refuser answers it; if too many wait already, it is just closed.
+            if let Err(TrySendError::Full(s) | TrySendError::Disconnected(s)) =
+                a.refuse.try_send(stream)
+            {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            continue;
+        }
         let Ok(clone) = stream.try_clone() else {
             continue;
         };
@@ -227,12 +359,13 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>, stop: &AtomicBool, conns:
         next_id += 1;
         let ctx = Arc::clone(ctx);
         let list = Arc::clone(conns);
-        let mut guard = lock(conns);
         let spawned = std::thread::Builder::new()
             .name(format!("idm-iscsi-{id}"))
             .spawn(move || {
                 if let Err(e) = session::serve(&ctx, stream) {
-                    tracing::warn!(%peer, error = %e, "iSCSI connection closed on error");
+                    if let Some(quiet) = ctx.log(|l| l.closed_on_error.hit(Instant::now())) {
+                        tracing::warn!(%peer, error = %e, not_logged = quiet, "iSCSI connection closed on error");
+                    }
                 }
                 // Forget this connection (dropping our own handle detaches nothing
                 // that is still needed: the thread is ending).
@@ -242,5 +375,27 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>, stop: &AtomicBool, conns:
             Ok(h) => guard.push((id, clone, Some(h))),
             Err(e) => tracing::warn!(error = %e, "cannot start an iSCSI connection thread"),
         }
+    }
+}
+
+/// Answers refused connections: reads the login request (within
+/// [`REFUSE_WAIT`]), answers "service unavailable", closes.
+fn refuse_loop(rx: &Receiver<TcpStream>) {
+    while let Ok(s) = rx.recv() {
+        let _ = s.set_read_timeout(Some(REFUSE_WAIT));
+        let _ = s.set_write_timeout(Some(REFUSE_WAIT));
+        let mut r = &s;
+        if let Ok(Some(req)) = read_pdu(&mut r, 64 * 1024) {
+            if req.opcode() == op::LOGIN_REQ {
+                let mut resp = Pdu::new(op::LOGIN_RESP);
+                resp.bhs[8..14].copy_from_slice(&req.bhs[8..14]); // ISID
+                resp.set_itt(req.itt());
+                let sn = req.exp_stat_sn();
+                resp.set_sns(sn, req.cmd_sn(), req.cmd_sn());
+                resp.bhs[36..38].copy_from_slice(&login::status::SERVICE_UNAVAILABLE.to_be_bytes());
+                let _ = (&s).write_all(&resp.to_bytes());
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Both);
     }
 }

@@ -11,7 +11,10 @@
 //!   to FirstBurstLength, then asks for the rest with one R2T at a time
 //!   (MaxOutstandingR2T=1) of at most MaxBurstLength; it runs when all its data
 //!   is in. Residual over/underflow are reported against the Expected Data
-//!   Transfer Length. Several writes may be collecting data at once (by ITT).
+//!   Transfer Length. Several writes may be collecting data at once (by ITT), with
+//!   `max_write` bytes at most together (32 MiB by default; a write larger than
+//!   that alone is refused with INVALID FIELD IN CDB, one that would take the
+//!   connection past it is answered TASK SET FULL).
 //! - **NOP-Out** with a task tag: NOP-In echoing its data.
 //! - **Task management**: "function complete"; ABORT TASK, the LU/target resets
 //!   and CLEAR TASK SET drop writes still waiting for data (nothing else is ever
@@ -30,9 +33,10 @@
 //! (this target answers in arrival order); MaxCmdSN = ExpCmdSN + 31.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::login::{Login, Params, SessionType, Step};
 use super::pdu::{encode_text, op, parse_text, read_pdu, Pdu, PduError, RESERVED_TAG};
@@ -41,8 +45,8 @@ use super::Ctx;
 
 /// Command window beyond ExpCmdSN.
 const WINDOW: u32 = 31;
-/// Largest write a command may announce (bytes); bigger ones are refused.
-const MAX_WRITE: u32 = 32 * 1024 * 1024;
+/// SCSI status TASK SET FULL.
+const TASK_SET_FULL: u8 = 0x28;
 
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +94,63 @@ struct Conn<'a> {
     data_in: Vec<u8>,
 }
 
+/// A socket whose reads time out at a deadline (the login's) and after an idle
+/// period, whichever comes first: the timeout is set before every read, so a peer
+/// trickling a byte at a time cannot stretch a deadline.
+struct Timed {
+    s: TcpStream,
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = match self.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "login timeout",
+                    ));
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        let t = match (left, self.idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.s.set_read_timeout(t)?;
+        self.s.read(buf).map_err(|e| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "idle or login timeout")
+            } else {
+                e
+            }
+        })
+    }
+}
+
 /// Serves one accepted connection until logout, close or error.
 pub(super) fn serve(ctx: &Ctx, stream: TcpStream) -> Result<(), SessionError> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr()?;
+    let idle = Some(ctx.idle_timeout).filter(|d| !d.is_zero());
+    let login = Some(ctx.login_timeout).filter(|d| !d.is_zero());
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    // A peer that does not take our responses cannot hold the thread forever.
+    writer.set_write_timeout(idle.or(login))?;
+    let timed = Timed {
+        s: stream,
+        deadline: login.map(|d| Instant::now() + d),
+        idle,
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, timed);
     let tsih = ctx.next_tsih.fetch_add(1, Ordering::Relaxed).max(1);
     let mut login = Login::new(ctx.limits, tsih);
     let mut stat_sn: Option<u32> = None;
@@ -120,10 +175,21 @@ pub(super) fn serve(ctx: &Ctx, stream: TcpStream) -> Result<(), SessionError> {
             None => {}
             Some(true) => break,
             Some(false) => {
-                tracing::info!(status = resp.u16_at(36), "iSCSI login refused");
+                if let Some(quiet) = ctx.log(|l| l.login_failed.hit(Instant::now())) {
+                    tracing::info!(
+                        status = resp.u16_at(36),
+                        not_logged = quiet,
+                        "iSCSI login refused"
+                    );
+                }
                 return Ok(());
             }
         }
+    }
+    // Logged in: no deadline, only the idle timeout.
+    reader.get_mut().deadline = None;
+    if idle.is_none() {
+        writer.set_write_timeout(None)?;
     }
     tracing::debug!(
         initiator = login.initiator.as_deref().unwrap_or("-"),
@@ -354,8 +420,20 @@ impl Conn<'_> {
             self.execute(p.itt(), p.lun(), &cdb[..cmd_len], &[], edtl, read);
             return Ok(());
         }
-        if edtl > MAX_WRITE || p.data.len() > edtl as usize {
+        let max_write = self.ctx.max_write;
+        if edtl as usize > max_write || p.data.len() > edtl as usize {
             self.respond(p.itt(), p.lun(), 0, &Answer::check(5, 0x24, 0), edtl, 0);
+            return Ok(());
+        }
+        // Writes waiting for their data share one budget per connection (immediate
+        // commands bypass the command window, so the window alone bounds nothing).
+        let waiting: usize = self.writes.values().map(|t| t.buf.len()).sum();
+        if waiting + edtl as usize > max_write {
+            let full = Answer {
+                status: TASK_SET_FULL,
+                sense: Vec::new(),
+            };
+            self.respond(p.itt(), p.lun(), 0, &full, edtl, 0);
             return Ok(());
         }
         let mut buf = vec![0u8; edtl as usize];
