@@ -16,21 +16,24 @@
 # partitions first: GPT, partition 1 named "propeller" (lvmlockd's global lock
 # uses the disks that have one), partition 2 for the PV.
 #
-# The guests reach the targets through QEMU's iSCSI block driver (libiscsi) on
-# virtio-scsi with scsi-block passthrough, as scripts/iscsi-e2e.sh does. Not the
-# guest kernel's iscsi_tcp: that needs open-iscsi's iscsid and iscsiadm and a
-# guest network, which guest-run does not set up. Known consequence: libiscsi
-# turns COMMAND TERMINATED (0x22, "already held by this host") into another
-# status, so a host taking back its own stale lock (lvmlockd restart) is not
-# exercised here.
+# The guests reach the targets with the guest kernel's iSCSI initiator
+# (iscsi_tcp over a virtio-net NIC on QEMU's user network, where the host's
+# 127.0.0.1 is 10.0.2.2), logged in with open-iscsi's `iscsistart` (no iscsid, no
+# node database; the binary and its library come from Debian's open-iscsi and
+# libopeniscsiusr packages, downloaded with `apt-get download` into the cache).
+# The kernel initiator passes the drives' SCSI status bytes through intact.
+# IDM_LVM_INITIATOR=qemu uses QEMU's iSCSI block driver (libiscsi, scsi-block on
+# virtio-scsi) instead, as scripts/iscsi-e2e.sh does; libiscsi turns COMMAND
+# TERMINATED (0x22, "already held by this host") into another status.
 #
-# Needs: ../shared/tools/guest-run (or $GUEST_RUN), qemu-block-extra, gdisk
-# (sgdisk), LVM2's build dependencies (installed with apt-get as root when
-# missing). Prints PASS/FAIL per check, a summary line with counts and the wall
+# Needs: ../shared/tools/guest-run (or $GUEST_RUN), gdisk (sgdisk),
+# qemu-block-extra with IDM_LVM_INITIATOR=qemu, LVM2's build dependencies
+# (installed with apt-get as root when missing). Prints PASS/FAIL per check, a summary line with counts and the wall
 # time; exit 0 when everything passed.
 #
 #   scripts/lvm-e2e.sh
-# Environment: IDM_LVM_CACHE (scripts/lvm-build.sh), GUEST_RUN, IDM_LOCK_WAIT_MS
+# Environment: IDM_LVM_CACHE (scripts/lvm-build.sh), GUEST_RUN,
+# IDM_LVM_INITIATOR (kernel, the default, or qemu), IDM_LOCK_WAIT_MS
 # (passed to lvmlockd in the guests; default the library's), IDM_LOG_LEVEL
 # (the library's log level in the guests, default info).
 set -euo pipefail
@@ -38,13 +41,27 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
 [ -x "$guest_run" ] || { echo "lvm-e2e: FAIL: guest-run not found at $guest_run" >&2; exit 2; }
+initiator=${IDM_LVM_INITIATOR:-kernel}
+case $initiator in kernel | qemu) ;; *) echo "lvm-e2e: IDM_LVM_INITIATOR must be kernel or qemu" >&2; exit 2 ;; esac
+cache=${IDM_LVM_CACHE:-$HOME/.cache/idm-lvm2}
+have_qemu_iscsi() { ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1; }
 need=()
-ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1 || need+=(qemu-block-extra)
+[ "$initiator" = qemu ] && ! have_qemu_iscsi && need+=(qemu-block-extra)
 command -v sgdisk >/dev/null 2>&1 || need+=(gdisk)
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1 && command -v sgdisk >/dev/null ||
+  { [ "$initiator" = kernel ] || have_qemu_iscsi; } && command -v sgdisk >/dev/null ||
     { echo "lvm-e2e: FAIL: missing ${need[*]}" >&2; exit 2; }
+fi
+if [ "$initiator" = kernel ]; then
+  oi=$cache/open-iscsi
+  if [ ! -x "$oi/root/sbin/iscsistart" ]; then
+    rm -rf "$oi" && mkdir -p "$oi"
+    (cd "$oi" && { apt-get download -qq open-iscsi libopeniscsiusr >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get download -qq open-iscsi libopeniscsiusr >/dev/null 2>&1; }; }) ||
+      { echo "lvm-e2e: FAIL: apt-get download open-iscsi libopeniscsiusr failed" >&2; exit 2; }
+    for deb in "$oi"/*.deb; do dpkg -x "$deb" "$oi/root"; done
+  fi
 fi
 
 build=$(scripts/lvm-build.sh | tail -n 1)
@@ -81,7 +98,7 @@ for _ in $(seq 100); do
 done
 port=$(sed -n 's/^iscsi listening on tcp:127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/sim.out")
 [ -n "$port" ] || { echo "lvm-e2e: FAIL: simulator did not start"; cat "$work/sim.err"; exit 1; }
-echo "lvm-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port"
+echo "lvm-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port, initiator: $initiator"
 
 # What the guests get: the programs with their shared libraries (the library
 # at the path the rpath names), dm-mod, and the scenario script.
@@ -98,25 +115,48 @@ if [ -z "$dm" ]; then # the first guest-run fetches the kernel
   dm=$(find "$guest_cache"/kern/lib/modules -name dm-mod.ko | head -n 1)
 fi
 [ -n "$dm" ] || { echo "lvm-e2e: FAIL: no dm-mod.ko in the guest kernel" >&2; exit 2; }
-files+=(--file "$dm:/root/mod/dm-mod.ko")
+mods=(dm-mod)
+[ "$initiator" = kernel ] &&
+  mods+=(crc32c_generic failover net_failover virtio_net scsi_transport_iscsi libiscsi libiscsi_tcp iscsi_tcp)
+moddir=$(dirname "$(dirname "$(dirname "$(dirname "$dm")")")")
+for m in "${mods[@]}"; do
+  f=$(find "$moddir" -name "$m.ko" | head -n 1)
+  [ -n "$f" ] || { echo "lvm-e2e: FAIL: no $m.ko in the guest kernel" >&2; exit 2; }
+  files+=(--file "$f:/root/mod/$m.ko")
+done
+printf '%s\n' "${mods[@]}" >"$work/modules"
+files+=(--file "$work/modules:/root/mod/order")
+if [ "$initiator" = kernel ]; then
+  is=$oi/root/sbin/iscsistart
+  files+=(--file "$is:/root/iscsistart")
+  while read -r lib; do # the package's own library goes to the guest's /usr/lib
+    files+=(--file "$(readlink -f "$lib"):${lib#"$oi/root"}")
+  done < <(LD_LIBRARY_PATH=$oi/root/usr/lib/x86_64-linux-gnu ldd "$is" |
+    awk '/=> \//{print $3} /^[ \t]*\/lib64\//{print $1}' | sort -u)
+fi
 # The guest's environment for lvmlockd (guest-run passes none of ours).
 {
   echo '#!/bin/sh'
   [ -n "${IDM_LOCK_WAIT_MS:-}" ] && echo "export IDM_LOCK_WAIT_MS=$IDM_LOCK_WAIT_MS"
   [ -n "${IDM_LOG_LEVEL:-}" ] && echo "export IDM_LOG_LEVEL=$IDM_LOG_LEVEL"
+  echo "export IDM_INITIATOR=$initiator IDM_ISCSI_PORT=$port"
   echo 'exec /bin/sh /root/lvm-guest "$@"'
 } >"$work/guest"
 chmod +x "$work/guest"
 files+=(--file "$PWD/scripts/lvm-guest.sh:/root/lvm-guest")
 
 guest() { # ROLE
-  local args=(--virtio-scsi --timeout 420 --mem 512 "${files[@]}"
-    --qemu-arg -iscsi --qemu-arg "initiator-name=iqn.2026-11.org.idm-engine:lvm-$1")
-  for d in 0 1 2; do
-    args+=(--qemu-arg -drive --qemu-arg
-      "file=iscsi://127.0.0.1:$port/iqn.2026-11.org.idm-engine:sim$d/0,if=none,id=d$d,format=raw,cache=none"
-      --qemu-arg -device --qemu-arg "scsi-block,drive=d$d,bus=scsi0.0")
-  done
+  local args=(--virtio-scsi --timeout 420 --mem 512 "${files[@]}")
+  if [ "$initiator" = kernel ]; then
+    args+=(--qemu-arg -netdev --qemu-arg user,id=n0 --qemu-arg -device --qemu-arg virtio-net-pci,netdev=n0)
+  else
+    args+=(--qemu-arg -iscsi --qemu-arg "initiator-name=iqn.2026-11.org.idm-engine:lvm-$1")
+    for d in 0 1 2; do
+      args+=(--qemu-arg -drive --qemu-arg
+        "file=iscsi://127.0.0.1:$port/iqn.2026-11.org.idm-engine:sim$d/0,if=none,id=d$d,format=raw,cache=none"
+        --qemu-arg -device --qemu-arg "scsi-block,drive=d$d,bus=scsi0.0")
+    done
+  fi
   "$guest_run" "${args[@]}" -- "$work/guest" "$1"
 }
 

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs inside a throw-away guest (busybox sh; see scripts/lvm-e2e.sh, which copies
 # this file in as /root/lvm-guest with lvm, lvmlockd, lvmlockctl, their shared
-# libraries, libseagate_ilm and dm-mod.ko). Three simulated IDM drives are the
-# guest's /dev/sda..sdc (iSCSI); each has a GPT with partition 1 named
+# libraries, libseagate_ilm, kernel modules listed in /root/mod/order and, for the
+# kernel initiator (IDM_INITIATOR=kernel), iscsistart). Three simulated IDM drives
+# are the guest's /dev/sda..sdc (iSCSI); each has a GPT with partition 1 named
 # "propeller" (the global lock's drives) and partition 2 for a PV.
 #
 #   lvm-guest solo    one host's whole workflow, then leaves vg1 (with an
@@ -63,7 +64,22 @@ finish() {
   exit $((fails != 0))
 }
 
-for m in /root/mod/*.ko; do insmod "$m" || echo "guest: insmod $m failed"; done
+while read -r m; do insmod "/root/mod/$m.ko" || echo "guest: insmod $m failed"; done </root/mod/order
+if [ "${IDM_INITIATOR:-}" = kernel ]; then
+  # QEMU's user network: this guest is 10.0.2.15, the host's loopback 10.0.2.2.
+  ip link set lo up && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
+  mkdir -p /etc/iscsi
+  for d in 0 1 2; do # one login at a time: sim0, sim1, sim2 become sda, sdb, sdc
+    /root/iscsistart -i "iqn.2026-11.org.idm-engine:lvm-$role" -t "iqn.2026-11.org.idm-engine:sim$d" \
+      -g 1 -a 10.0.2.2 -p "$IDM_ISCSI_PORT" >/tmp/iscsistart.log 2>&1 ||
+      { echo "guest: iscsistart sim$d failed"; tail -n 20 /tmp/iscsistart.log; exit 2; }
+    n=$((d + 1)); i=0
+    while [ "$(ls /sys/class/scsi_disk 2>/dev/null | wc -l)" -lt $n ]; do
+      i=$((i + 1)); [ $i -gt 100 ] && break
+      sleep 0.1
+    done
+  done
+fi
 i=0
 while [ ! -e /dev/sdc2 ] || [ ! -e /dev/sdb2 ] || [ ! -e /dev/sda2 ] || [ ! -e /dev/mapper/control ]; do
   i=$((i + 1)); [ $i -gt 300 ] && { echo "guest: disks/partitions did not appear"; cat /proc/partitions; ls /dev/mapper; exit 2; }
@@ -95,7 +111,7 @@ backup {
 	archive = 0
 }
 CONF
-echo "guest $role: kernel $(uname -r), host id $(cat /etc/machine-id), disks $(ls /dev/sd? | tr '\n' ' ')"
+echo "guest $role: kernel $(uname -r), host id $(cat /etc/machine-id), initiator ${IDM_INITIATOR:-?}, disks $(cat /sys/block/sd?/device/vendor | tr -s ' \n' ' ')"
 lvmlockd -f -g idm >/tmp/lvmlockd.log 2>&1 &
 i=0
 while ! lvmlockctl --info >/dev/null 2>&1; do
