@@ -20,6 +20,15 @@ elif [ -x "$guest_run" ]; then
   # Simulated IDM drives over iSCSI in real guests: the engine through the
   # kernel's SCSI stack, quorum, two-host contention and take-over (about 45 s).
   scripts/iscsi-e2e.sh
+  # The real client: LVM2's lvm and lvmlockd built from source against this
+  # library (cached under ~/.cache/idm-lvm2; the first run fetches and builds
+  # LVM2, about 2 minutes), one host and two hosts in guests (about 70 s once
+  # cached). IDM_SKIP_LVM=1 skips it.
+  if [ "${IDM_SKIP_LVM:-0}" = 1 ]; then
+    echo "test.sh: LVM2 end-to-end run skipped (IDM_SKIP_LVM=1)"
+  else
+    scripts/lvm-e2e.sh
+  fi
 else
   echo "test.sh: guest device tests SKIPPED: no guest-run at $guest_run (set GUEST_RUN)"
 fi

@@ -162,7 +162,7 @@ pub extern "C" fn ilm_lock(sock: c_int, id: *mut idm_lock_id, op: *mut idm_lock_
         let id = cptr::lock_id(id)?;
         let (mode, drives, timeout) = cptr::lock_op(op)?;
         let mode = mode_of(mode)?;
-        let lease = lease_of(timeout)?;
+        let lease = lease_of(timeout, g.timing.min_lease())?;
         s.lock(g, id, mode, &drives, lease)
     })
 }

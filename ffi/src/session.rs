@@ -17,10 +17,29 @@
 //! always passes 60000. Renewal runs every lease/6 and fencing fires when less
 //! than lease/6 plus a drift margin of validity is left (`LockspaceConfig::with_lease`).
 //!
-//! **Waiting.** `ilm_lock` does not wait behind a live holder: it returns `-EBUSY`
-//! at once (lvmlockd retries on its own schedule), and gives up after
-//! [`OP_TIMEOUT`] when drives do not answer. Convert and LVB reads have no
-//! deadline of their own: the engine's command timeout bounds each drive command.
+//! **Waiting.** `ilm_lock` waits behind a live holder, bounded: the engine's
+//! acquire retries under contention (rounds of trylocks with a random 0.5-1 ms
+//! backoff between them, releasing what a lost round granted) until the lock's
+//! deadline, then fails with `-EBUSY` (when the deadline falls inside a round,
+//! one last round without waiting decides between `-EBUSY`, a grant, and
+//! `-ETIMEDOUT` for drives that do not answer). The wait is `IDM_LOCK_WAIT_MS` (default
+//! [`DEFAULT_LOCK_WAIT`], 5 s like the old lock manager; `0`: no wait, `-EBUSY` at
+//! once as before). lvmlockd turns every `ilm_lock` error into a lock I/O error
+//! and retries only `-EAGAIN`, so this wait is the only one a contended VG or
+//! global lock gets: short-held locks (VG and global locks, held for the length
+//! of one LVM command) are granted as soon as their holder releases them within
+//! the wait; a long-held LV lock (an active LV, held for hours) makes the waiter
+//! fail with `-EBUSY` after the wait, as it must.
+//!
+//! **Deadlines and the lease** (issue 12: no operation outlives the lease it is
+//! for). One drive command gives up after the command timeout
+//! (`IDM_COMMAND_TIMEOUT_MS`, default [`DEFAULT_COMMAND_TIMEOUT`]); a lease must
+//! be at least twice that and at least [`MIN_LEASE`] (else `ilm_lock` is
+//! `-EINVAL`: [`Timing::min_lease`]); the deadline of an `ilm_lock` (wait and
+//! unresponsive drives alike) is capped at half the lease
+//! ([`Timing::lock_options`]). Convert, LVB, count and mode are one round of
+//! drive commands each, bounded by the command timeout, so by half the lease too.
+//! With lvmlockd's 60 s lease: lock deadline min(wait, 30 s), commands 2 s.
 //!
 //! **Fencing.** The kill path (`ilm_set_killpath`) is the fencing action if set,
 //! else the signal (`ilm_set_signal`, sent to this process), else none (the
@@ -43,24 +62,118 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use idm_engine::api::{EngineError, FenceAction, LockOptions, Lockspace, LockspaceConfig};
+use idm_engine::LockError;
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
 use crate::drives::{DriveSource, Drives};
 use crate::guard::errno;
 
-/// Deadline of one lock, convert or read operation.
+/// Deadline of an `ilm_lock` that does not wait behind holders
+/// (`IDM_LOCK_WAIT_MS=0`): how long unresponsive drives are given (capped at half
+/// the lease).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The lease when `timeout` is 0 (lvmlockd's value).
 pub const DEFAULT_LEASE: Duration = Duration::from_millis(60_000);
-/// Shortest lease accepted: shorter leases cannot renew and fence in time.
-pub const MIN_LEASE: Duration = Duration::from_millis(300);
+/// Shortest lease accepted whatever the command timeout: shorter leases cannot
+/// renew and fence in time. [`Timing::min_lease`] is the effective floor.
+pub const MIN_LEASE: Duration = Duration::from_millis(1000);
+/// How long `ilm_lock` waits behind a live holder when `IDM_LOCK_WAIT_MS` is unset.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_millis(5000);
+/// One drive command's timeout when `IDM_COMMAND_TIMEOUT_MS` is unset.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Largest accepted `IDM_LOCK_WAIT_MS` / `IDM_COMMAND_TIMEOUT_MS` (10 minutes).
+pub const MAX_SETTING: Duration = Duration::from_secs(600);
+
+/// The library's time limits, read once when the engine starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long `ilm_lock` waits behind a live holder (`IDM_LOCK_WAIT_MS`); zero:
+    /// not at all.
+    pub lock_wait: Duration,
+    /// One drive command's timeout (`IDM_COMMAND_TIMEOUT_MS`, at least 10 ms).
+    pub command_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            lock_wait: DEFAULT_LOCK_WAIT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+}
+
+/// A millisecond setting: `None` when unset, empty or not a number up to
+/// [`MAX_SETTING`] (logged).
+fn millis(var: &str, text: Option<&str>) -> Option<Duration> {
+    let text = text.map(str::trim).filter(|t| !t.is_empty())?;
+    match text.parse::<u64>() {
+        Ok(ms) if Duration::from_millis(ms) <= MAX_SETTING => Some(Duration::from_millis(ms)),
+        _ => {
+            tracing::warn!(
+                var,
+                value = text,
+                "not a millisecond count up to 600000: default used"
+            );
+            None
+        }
+    }
+}
+
+impl Timing {
+    /// From the texts of `IDM_LOCK_WAIT_MS` and `IDM_COMMAND_TIMEOUT_MS`; unset or
+    /// bad values take the defaults.
+    pub fn parse(lock_wait: Option<&str>, command_timeout: Option<&str>) -> Timing {
+        let d = Timing::default();
+        Timing {
+            lock_wait: millis("IDM_LOCK_WAIT_MS", lock_wait).unwrap_or(d.lock_wait),
+            command_timeout: millis("IDM_COMMAND_TIMEOUT_MS", command_timeout)
+                .unwrap_or(d.command_timeout)
+                .max(Duration::from_millis(10)),
+        }
+    }
+
+    /// From the environment.
+    pub fn from_env() -> Timing {
+        let get = |v: &str| std::env::var(v).ok();
+        Timing::parse(
+            get("IDM_LOCK_WAIT_MS").as_deref(),
+            get("IDM_COMMAND_TIMEOUT_MS").as_deref(),
+        )
+    }
+
+    /// The shortest lease accepted: [`MIN_LEASE`], and twice the command timeout
+    /// (so a command sent at an operation's deadline, half the lease, still ends
+    /// within the lease).
+    pub fn min_lease(&self) -> Duration {
+        MIN_LEASE.max(self.command_timeout * 2)
+    }
+
+    /// The options of an `ilm_lock` on a lockspace with `lease`: wait behind
+    /// holders for `lock_wait` (or not at all), the deadline capped at lease / 2.
+    pub fn lock_options(&self, lease: Duration) -> LockOptions {
+        let cap = lease / 2;
+        if self.lock_wait.is_zero() {
+            LockOptions {
+                timeout: OP_TIMEOUT.min(cap),
+                no_wait: true,
+            }
+        } else {
+            LockOptions {
+                timeout: self.lock_wait.min(cap),
+                no_wait: false,
+            }
+        }
+    }
+}
 
 /// The process-wide engine and the handle table.
 pub(crate) struct Global {
     pub(crate) drives: Drives,
+    pub(crate) timing: Timing,
     sessions: Mutex<HashMap<i32, Arc<Session>>>,
     next: AtomicI32,
 }
@@ -83,8 +196,10 @@ pub(crate) fn global() -> Result<&'static Global, i32> {
                 .ok()
                 .and_then(|s| s.parse::<usize>().ok())
                 .filter(|n| (1..=64).contains(n));
+            let timing = Timing::from_env();
             let drives = Drives::start(source.clone(), |c| {
                 c.name = format!("ilm-{}", std::process::id());
+                c.command_timeout = timing.command_timeout;
                 if let Some(n) = reactors {
                     c.reactors = n;
                 }
@@ -96,10 +211,13 @@ pub(crate) fn global() -> Result<&'static Global, i32> {
             tracing::info!(
                 ?source,
                 reactors = drives.engine.reactors(),
+                lock_wait_ms = timing.lock_wait.as_millis() as u64,
+                command_timeout_ms = timing.command_timeout.as_millis() as u64,
                 "ilm engine started"
             );
             Ok(Global {
                 drives,
+                timing,
                 sessions: Mutex::new(HashMap::new()),
                 next: AtomicI32::new(1),
             })
@@ -223,14 +341,14 @@ pub(crate) fn mode_of(m: u32) -> Result<Mode, i32> {
     }
 }
 
-/// A lease from `idm_lock_op.timeout`.
-pub(crate) fn lease_of(timeout_ms: i32) -> Result<Duration, i32> {
+/// A lease from `idm_lock_op.timeout`, refused under `min`.
+pub(crate) fn lease_of(timeout_ms: i32, min: Duration) -> Result<Duration, i32> {
     match timeout_ms {
         0 => Ok(DEFAULT_LEASE),
         t if t < 0 => Err(errno::EINVAL),
         t => {
             let d = Duration::from_millis(t as u64);
-            if d < MIN_LEASE {
+            if d < min {
                 Err(errno::EINVAL)
             } else {
                 Ok(d)
@@ -327,17 +445,36 @@ impl Session {
         if lock(&self.state).held.contains(&id) {
             return Err(errno::EBUSY);
         }
+        let drives = &g.drives.dedupe(drives);
         for d in drives {
             g.drives.precheck(d)?;
         }
         let space = self.space(g, Some(lease), true)?;
-        let opts = LockOptions {
-            timeout: OP_TIMEOUT,
-            no_wait: true,
-        };
+        // The lockspace's lease (it may differ from the asked one while locks
+        // are held).
+        let opts = g.timing.lock_options(space.lease);
+        let started = Instant::now();
         let r = space.ls().and_then(|ls| {
-            ls.lock(id, mode, drives, opts)
-                .map_err(|e| engine_err("lock", e))
+            match ls.lock(id, mode, drives, opts) {
+                // The wait ended inside a round (drives had not all answered):
+                // one more round without waiting tells a live holder (-EBUSY)
+                // from drives that do not answer (-ETIMEDOUT), within what is
+                // left of half the lease and one command timeout.
+                Err(EngineError::Lock(LockError::Timeout)) if !opts.no_wait => {
+                    let left = (space.lease / 2).saturating_sub(started.elapsed());
+                    let last = LockOptions {
+                        timeout: left.min(g.timing.command_timeout),
+                        no_wait: true,
+                    };
+                    if last.timeout.is_zero() {
+                        Err(EngineError::Lock(LockError::Timeout))
+                    } else {
+                        ls.lock(id, mode, drives, last)
+                    }
+                }
+                other => other,
+            }
+            .map_err(|e| engine_err("lock", e))
         });
         let mut st = lock(&self.state);
         st.acquiring = st.acquiring.saturating_sub(1);
@@ -385,6 +522,7 @@ impl Session {
         id: LockId,
         drives: &[String],
     ) -> Result<(u32, bool), i32> {
+        let drives = &g.drives.dedupe(drives);
         for d in drives {
             g.drives.precheck(d)?;
         }
@@ -400,6 +538,7 @@ impl Session {
         id: LockId,
         drives: &[String],
     ) -> Result<Option<Mode>, i32> {
+        let drives = &g.drives.dedupe(drives);
         for d in drives {
             g.drives.precheck(d)?;
         }
@@ -501,13 +640,46 @@ mod tests {
 
     #[test]
     fn leases_and_modes() {
-        assert_eq!(lease_of(0), Ok(DEFAULT_LEASE));
-        assert_eq!(lease_of(60000), Ok(Duration::from_secs(60)));
-        assert_eq!(lease_of(-1), Err(errno::EINVAL));
-        assert_eq!(lease_of(10), Err(errno::EINVAL));
+        let min = Timing::default().min_lease();
+        assert_eq!(min, Duration::from_secs(4));
+        assert_eq!(lease_of(0, min), Ok(DEFAULT_LEASE));
+        assert_eq!(lease_of(60000, min), Ok(Duration::from_secs(60)));
+        assert_eq!(lease_of(4000, min), Ok(Duration::from_secs(4)));
+        assert_eq!(lease_of(3999, min), Err(errno::EINVAL));
+        assert_eq!(lease_of(-1, min), Err(errno::EINVAL));
+        assert_eq!(lease_of(10, min), Err(errno::EINVAL));
         assert_eq!(mode_of(1), Ok(Mode::Exclusive));
         assert_eq!(mode_of(2), Ok(Mode::Shared));
         assert_eq!(mode_of(0), Err(errno::EINVAL));
         assert_eq!(mode_of(3), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn timing_from_settings_and_deadlines_within_the_lease() {
+        assert_eq!(Timing::parse(None, None), Timing::default());
+        let t = Timing::parse(Some(" 250 "), Some("100"));
+        assert_eq!(t.lock_wait, Duration::from_millis(250));
+        assert_eq!(t.command_timeout, Duration::from_millis(100));
+        // The absolute floor applies when commands are quick.
+        assert_eq!(t.min_lease(), MIN_LEASE);
+        // Bad values fall back to the defaults; tiny command timeouts are raised.
+        let bad = Timing::parse(Some("soon"), Some("9999999"));
+        assert_eq!(bad, Timing::default());
+        assert_eq!(
+            Timing::parse(None, Some("1")).command_timeout,
+            Duration::from_millis(10)
+        );
+        // lvmlockd's lease: the wait as set; a short lease caps it at lease / 2.
+        let d = Timing::default();
+        let o = d.lock_options(DEFAULT_LEASE);
+        assert_eq!((o.timeout, o.no_wait), (DEFAULT_LOCK_WAIT, false));
+        let o = d.lock_options(Duration::from_secs(4));
+        assert_eq!((o.timeout, o.no_wait), (Duration::from_secs(2), false));
+        // No wait: busy at once, unresponsive drives still bounded by lease / 2.
+        let nw = Timing::parse(Some("0"), None);
+        let o = nw.lock_options(DEFAULT_LEASE);
+        assert_eq!((o.timeout, o.no_wait), (OP_TIMEOUT, true));
+        let o = nw.lock_options(Duration::from_secs(4));
+        assert_eq!((o.timeout, o.no_wait), (Duration::from_secs(2), true));
     }
 }

@@ -107,6 +107,8 @@ fn run(exe: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         .current_dir(dir)
         .env("IDM_LOG", &log)
         .env("IDM_LOG_LEVEL", "debug")
+        // Calls that expect -EBUSY behind a holder get it after a short wait.
+        .env("IDM_LOCK_WAIT_MS", "200")
         .env_remove("IDM_SIM");
     for (k, v) in env {
         cmd.env(k, v);
@@ -176,11 +178,20 @@ fn two_threads_contend_for_one_lock_in_memory() {
     run(&exe, dir.path(), &["thread"], &[("IDM_SIM", "mem:3")]);
 }
 
+/// `ilm_fence.c` uses 1.2 s leases: the shortest lease is twice the command
+/// timeout (ffi/README.md), so its commands get 500 ms.
+const FENCE_COMMANDS: (&str, &str) = ("IDM_COMMAND_TIMEOUT_MS", "500");
+
 #[test]
 fn a_lockspace_that_stops_renewing_is_fenced_through_its_kill_path_and_signal() {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile("ilm_fence", dir.path());
-    run(&exe, dir.path(), &[], &[("IDM_SIM", "mem:3")]);
+    run(
+        &exe,
+        dir.path(),
+        &[],
+        &[("IDM_SIM", "mem:3"), FENCE_COMMANDS],
+    );
 }
 
 #[test]
@@ -188,7 +199,7 @@ fn fencing_on_the_socket_simulator() {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile("ilm_fence", dir.path());
     let (_sim, addr) = sim_server(dir.path());
-    run(&exe, dir.path(), &[], &[("IDM_SIM", &addr)]);
+    run(&exe, dir.path(), &[], &[("IDM_SIM", &addr), FENCE_COMMANDS]);
 }
 
 #[test]
@@ -211,4 +222,76 @@ fn native_api_on_the_socket_simulator() {
     let exe = compile("native_batch", dir.path());
     let (_sim, addr) = sim_server(dir.path());
     run(&exe, dir.path(), &[], &[("IDM_SIM", &addr)]);
+}
+
+/// Commands the simulator server has received so far.
+fn sim_commands(sim: &uring_sg::sim::SimHandle) -> u64 {
+    match sim.control(uring_sg::sim::ControlRequest::Stats).unwrap() {
+        uring_sg::sim::ControlResponse::Stats(s) => s.commands,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 13, item 1: `ilm_lock` behind a live holder waits (the engine retries
+/// under contention) and is granted when the holder unlocks within the wait;
+/// when the holder keeps the lock, it fails with `-EBUSY` once the wait is over.
+/// Two processes on one simulator server. The holder lets go only after the
+/// waiter's trylocks were seen at the drives (the server's command count), so
+/// the grant proves the wait, with no timing in the test.
+#[test]
+fn ilm_lock_waits_behind_a_holder_then_is_granted_or_busy() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_wait", dir.path());
+    let (sim, addr) = sim_server(dir.path());
+    let mut holder = Command::new(&exe)
+        .arg("hold")
+        .current_dir(dir.path())
+        .env("IDM_SIM", &addr)
+        .env("IDM_LOG", dir.path().join("holder.log"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "held");
+
+    // A short wait while the holder keeps the lock: -EBUSY (16) after it.
+    let busy = format!("-{}", 16);
+    run(
+        &exe,
+        dir.path(),
+        &["wait", &busy],
+        &[("IDM_SIM", &addr), ("IDM_LOCK_WAIT_MS", "300")],
+    );
+
+    // A long wait: the waiter keeps trying; once three rounds of its trylocks
+    // (3 drives each) reached the drives, the holder unlocks; the waiter gets X.
+    let base = sim_commands(&sim);
+    let exe2 = exe.clone();
+    let dir2 = dir.path().to_path_buf();
+    let addr2 = addr.clone();
+    let waiter = std::thread::spawn(move || {
+        run(
+            &exe2,
+            &dir2,
+            &["wait", "0"],
+            &[("IDM_SIM", &addr2), ("IDM_LOCK_WAIT_MS", "600000")],
+        )
+    });
+    while sim_commands(&sim) < base + 9 {
+        assert!(!waiter.is_finished(), "the waiter ended while X was held");
+        // Polling the server's counter (a condition), not a timed wait.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    holder.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let waited = waiter.join().unwrap();
+    assert!(waited.contains("ok: "), "{waited}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.contains("released"), "{rest}");
+    assert!(holder.wait().unwrap().success());
 }

@@ -404,3 +404,70 @@ fn malformed_pdus_close_only_their_connection() {
     let mut r = &Pdu::new(op::R2T).to_bytes()[..];
     assert!(read_pdu(&mut r, 1024).is_err());
 }
+
+/// READ(16) of LBA 0x010000000020FF01 as LVM2's `cleanup_idm_context` sends it.
+const CONTEXT_READ: [u8; 16] = [
+    0x88, 0, 0x01, 0, 0, 0, 0, 0x20, 0xFF, 0x01, 0, 0, 0, 1, 0, 0,
+];
+/// WRITE AND VERIFY(16) of one block to LBA 0xFF00000000000000.
+const CONTEXT_RESET: [u8; 16] = [0x8E, 0, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+
+#[test]
+fn lvm2_context_wipe_reads_the_context_and_resets_the_table() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim1"), &[]);
+    // Some data in the data area, and a lock held by host A.
+    let mut w = [0u8; 16];
+    w[0] = 0x8A;
+    w[13] = 1;
+    let (st, _, _) = a.run(&w, false, 512, &[0x5A; 512]);
+    assert_eq!(st, 0);
+    let cdb = mutex_write_cdb(MutexOp::Trylock);
+    assert_eq!(a.run(&cdb, false, 512, &trylock_record("host-a")).0, 0);
+
+    // The context read: magic, one record, one mutex, the drive's name.
+    let (st, ctx, _) = a.run(&CONTEXT_READ, true, 512, &[]);
+    assert_eq!(st, 0);
+    assert_eq!(ctx.len(), 512);
+    assert_eq!(&ctx[0..8], b"IDM-CTX1");
+    assert_eq!(u32::from_be_bytes(ctx[8..12].try_into().unwrap()), 1);
+    assert_eq!(u32::from_be_bytes(ctx[12..16].try_into().unwrap()), 1);
+    assert_eq!(ctx[20], 3);
+    assert_eq!(&ctx[32..36], b"sim1");
+
+    // Written back to the reset LBA: the table is empty, host B gets the lock.
+    let (st, _, sense) = a.run(&CONTEXT_RESET, false, 512, &ctx);
+    assert_eq!(st, 0, "sense {sense:02x?}");
+    let resp = h
+        .control(uring_sg::sim::ControlRequest::DumpTable {
+            drive: "sim1".into(),
+        })
+        .unwrap();
+    let uring_sg::sim::ControlResponse::Table { records } = resp else {
+        panic!("{resp:?}")
+    };
+    assert!(records.is_empty(), "{records:?}");
+    let (st, ctx, _) = a.run(&CONTEXT_READ, true, 512, &[]);
+    assert_eq!(st, 0);
+    assert_eq!(u32::from_be_bytes(ctx[8..12].try_into().unwrap()), 0);
+    assert_eq!(a.run(&cdb, false, 512, &trylock_record("host-b")).0, 0);
+
+    // The data area is untouched; other drives' tables too.
+    let mut r = [0u8; 16];
+    r[0] = 0x88;
+    r[13] = 1;
+    let (st, data, _) = a.run(&r, true, 512, &[]);
+    assert_eq!(st, 0);
+    assert_eq!(data, vec![0x5A; 512]);
+
+    // Other block counts at the special LBAs are refused, not read from the disk.
+    let mut two = CONTEXT_READ;
+    two[13] = 2;
+    let (st, _, sense) = a.run(&two, true, 1024, &[]);
+    assert_eq!(st, 2);
+    assert_eq!(
+        Sense::parse(&sense).map(|s| (s.key, s.asc)),
+        Some((5, 0x24))
+    );
+}

@@ -245,6 +245,15 @@ impl Firmware {
         self.table.clear();
     }
 
+    /// Wipes the mutex table (every mutex, member and LVB), as the vendor
+    /// context-reset command does (WRITE AND VERIFY(16) to LBA
+    /// `0xFF00000000000000`, which LVM2's test suite sends before each test; see
+    /// `crate::sim::iscsi::scsi`). The configuration is kept. The table ends as
+    /// after [`Firmware::power_cycle`].
+    pub fn reset(&mut self) {
+        self.table.clear();
+    }
+
     /// Records (mutex, host pairs) in the table now.
     pub fn record_count(&self) -> usize {
         self.table.record_count()

@@ -6,6 +6,7 @@
 //! 0xB0 block limits, 0xB1 block device characteristics, 0xC3 from the
 //! firmware), TEST UNIT READY, REQUEST SENSE, REPORT LUNS, READ CAPACITY (10,
 //! 16), MODE SENSE (6, 10: caching and control pages), READ / WRITE (6, 10, 16),
+//! WRITE AND VERIFY (16, as a write: the data is kept, so the verify passes),
 //! SYNCHRONIZE CACHE (10, 16), and `0xF0`. Anything else is CHECK CONDITION,
 //! ILLEGAL REQUEST, invalid command operation code (5/0x20/0). Disk errors use
 //! fixed-format sense; firmware answers keep the firmware's sense format.
@@ -19,6 +20,23 @@
 //! (`DIR/<drive>.img`, created sparse at the drive's size, written with
 //! `pwrite`; SYNCHRONIZE CACHE is `fdatasync`). RAM disks report the write cache
 //! off; file disks report it on, so the kernel sends cache flushes.
+//!
+//! **IDM context commands** (what LVM2's test suite sends before each test,
+//! `test/lib/aux.sh` `cleanup_idm_context`, through `sg_raw`), outside the data
+//! area whatever the disk's size:
+//! - READ(16) of one block at LBA [`CONTEXT_READ_LBA`] (`0x010000000020FF01`)
+//!   returns the drive's IDM context, a 512-byte block laid out by
+//!   [`context_block`]: magic `IDM-CTX1` (bytes 0..8), records in the mutex table
+//!   (8..12), mutexes (12..16), table capacity (16..20), all big-endian u32, the
+//!   IDM major version (byte 20), and the drive name, NUL-padded (32..96); the
+//!   rest is zero. It describes the table; it is not a copy of it (the real
+//!   drive's layout is not public).
+//! - WRITE AND VERIFY(16) of one block to LBA [`CONTEXT_RESET_LBA`]
+//!   (`0xFF00000000000000`) resets the drive's mutex table
+//!   ([`Firmware::reset`]), whatever the block holds (LVM2 writes back what the
+//!   read returned). The data area is untouched.
+//!
+//! Any other block count at these LBAs is CHECK CONDITION, invalid field in CDB.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,6 +59,12 @@ const VENDOR: &[u8; 8] = b"IDMSIM  ";
 const PRODUCT: &[u8; 16] = b"IDM FIRMWARE SIM";
 /// Device-specific parameter of MODE SENSE: DPOFUA (DPO and FUA are accepted).
 const DEV_SPECIFIC: u8 = 0x10;
+/// LBA of the vendor READ(16) that returns the drive's IDM context (module docs).
+pub const CONTEXT_READ_LBA: u64 = 0x0100_0000_0020_FF01;
+/// LBA of the vendor WRITE AND VERIFY(16) that resets the drive's IDM context.
+pub const CONTEXT_RESET_LBA: u64 = 0xFF00_0000_0000_0000;
+/// Magic of the IDM context block.
+pub const CONTEXT_MAGIC: &[u8; 8] = b"IDM-CTX1";
 /// Largest transfer (blocks) one command may ask for (VPD 0xB0).
 pub const MAX_TRANSFER_BLOCKS: u32 = 8192;
 
@@ -294,8 +318,10 @@ impl Lun {
             0x9E if cdb[1] & 0x1F == 0x10 => self.read_capacity16(cdb, data_in),
             0x1A => self.mode_sense(cdb, false, data_in),
             0x5A => self.mode_sense(cdb, true, data_in),
+            0x88 if be64(cdb, 2) == CONTEXT_READ_LBA => self.read_context(cdb, data_in),
+            0x8E if be64(cdb, 2) == CONTEXT_RESET_LBA => self.reset_context(cdb),
             0x08 | 0x28 | 0x88 => self.read(cdb, data_in),
-            0x0A | 0x2A | 0x8A => self.write(cdb, data_out),
+            0x0A | 0x2A | 0x8A | 0x8E => self.write(cdb, data_out),
             0x35 | 0x91 => match self.disk.sync() {
                 Ok(()) => Answer::good(),
                 Err(_) => Answer::check(MEDIUM_ERROR, 0x0C, 0),
@@ -511,6 +537,24 @@ impl Lun {
         }
     }
 
+    /// READ(16) at [`CONTEXT_READ_LBA`]: the IDM context block.
+    fn read_context(&self, cdb: &[u8], out: &mut Vec<u8>) -> Answer {
+        if be32(cdb, 10) != 1 {
+            return invalid_field();
+        }
+        *out = context_block(&self.name, &lock_fw(&self.fw));
+        Answer::good()
+    }
+
+    /// WRITE AND VERIFY(16) at [`CONTEXT_RESET_LBA`]: wipe the mutex table.
+    fn reset_context(&self, cdb: &[u8]) -> Answer {
+        if be32(cdb, 10) != 1 {
+            return invalid_field();
+        }
+        lock_fw(&self.fw).reset();
+        Answer::good()
+    }
+
     fn write(&self, cdb: &[u8], data: &[u8]) -> Answer {
         let (lba, n) = Self::rw_range(cdb);
         if let Some(a) = self.check_range(cdb, lba, n) {
@@ -529,6 +573,20 @@ impl Lun {
             Err(_) => Answer::check(MEDIUM_ERROR, 0x0C, 0), // write error
         }
     }
+}
+
+/// The 512-byte IDM context block of drive `name` (layout in the module docs).
+pub fn context_block(name: &str, fw: &Firmware) -> Vec<u8> {
+    let mut b = vec![0u8; BLOCK as usize];
+    let sat = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+    b[0..8].copy_from_slice(CONTEXT_MAGIC);
+    b[8..12].copy_from_slice(&sat(fw.record_count()));
+    b[12..16].copy_from_slice(&sat(fw.mutex_count()));
+    b[16..20].copy_from_slice(&sat(fw.config().capacity));
+    b[20] = fw.config().version_major;
+    let n = name.len().min(63);
+    b[32..32 + n].copy_from_slice(&name.as_bytes()[..n]);
+    b
 }
 
 fn request_sense(cdb: &[u8], out: &mut Vec<u8>) -> Answer {

@@ -1,0 +1,202 @@
+#!/bin/sh
+# Runs inside a throw-away guest (busybox sh; see scripts/lvm-e2e.sh, which copies
+# this file in as /root/lvm-guest with lvm, lvmlockd, lvmlockctl, their shared
+# libraries, libseagate_ilm, kernel modules listed in /root/mod/order and, for the
+# kernel initiator (IDM_INITIATOR=kernel), iscsistart). Three simulated IDM drives
+# are the guest's /dev/sda..sdc (iSCSI); each has a GPT with partition 1 named
+# "propeller" (the global lock's drives) and partition 2 for a PV.
+#
+#   lvm-guest solo    one host's whole workflow, then leaves vg1 (with an
+#                     inactive LV x) for the two-host run
+#   lvm-guest a|b     one of two hosts at once on vg1: concurrent lvcreate, lvs
+#                     during lvcreate, vgck, exclusive activation conflict and
+#                     hand-over (the hosts synchronise through LVs in vg1 named
+#                     flag_*: LVM metadata, under its own locks, is the channel)
+#
+# Prints "PASS <host> <check>" / "FAIL <host> <check>" lines, "LVS <host> <names>"
+# for the host script to compare, and exits 0 when nothing failed.
+role=$1
+host=$role
+[ "$role" = solo ] && host=a
+export PATH=/root:/bin:/sbin:/usr/bin:/usr/sbin
+export LVM_SYSTEM_DIR=/etc/lvm
+export IDM_LOG=/tmp/ilm.log IDM_LOG_LEVEL=${IDM_LOG_LEVEL:-info}
+fails=0
+pass() { echo "PASS $role $*"; }
+fail() { echo "FAIL $role $*"; fails=$((fails + 1)); }
+# Runs an lvm command, printing it and its output; returns its status.
+lv() {
+  echo "+ lvm $*"
+  lvm "$@" >/tmp/out 2>&1
+  rc=$?
+  sed 's/^/  | /' /tmp/out
+  [ $rc = 0 ] || echo "  ! exit $rc"
+  return $rc
+}
+check() { # NAME COMMAND...: PASS if the lvm command succeeds
+  name=$1; shift; [ "$1" = lvm ] && shift
+  if lv "$@"; then pass "$name"; else fail "$name"; fi
+}
+no_lock_warnings() { # NAME FILE: PASS unless an lvm output read a VG without its lock
+  if grep -q -i 'without a lock\|lock skipped\|lock failed' "$2"; then
+    grep -i 'without a lock\|lock skipped\|lock failed' "$2" | head -5 | sed 's/^/  | /'
+    fail "$1"
+  else
+    pass "$1"
+  fi
+}
+lv_names() { lvm lvs --noheadings -o lv_name vg1 2>/dev/null | tr -d ' ' | grep -v '^flag_' | sort | tr '\n' ' '; }
+wait_lv() { # NAME: wait (polling vg1's metadata, bounded) until LV NAME exists
+  i=0
+  while ! lvm lvs --noheadings -o lv_name vg1 2>/dev/null | grep -qw "$1"; do
+    i=$((i + 1))
+    [ $i -gt 300 ] && { fail "wait for $1"; return 1; }
+    sleep 0.5
+  done
+}
+finish() {
+  lvmlockctl --info 2>&1 | sed 's/^/  lvmlockctl | /'
+  if [ $fails != 0 ]; then
+    echo "-- lvmlockd log"; tail -n 40 /tmp/lvmlockd.log
+    echo "-- ilm log"; grep -v ' DEBUG ' /tmp/ilm.log | tail -n 30
+  fi
+  echo "guest $role: $fails failed"
+  exit $((fails != 0))
+}
+
+while read -r m; do insmod "/root/mod/$m.ko" || echo "guest: insmod $m failed"; done </root/mod/order
+if [ "${IDM_INITIATOR:-}" = kernel ]; then
+  # QEMU's user network: this guest is 10.0.2.15, the host's loopback 10.0.2.2.
+  ip link set lo up && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
+  mkdir -p /etc/iscsi
+  for d in 0 1 2; do # one login at a time: sim0, sim1, sim2 become sda, sdb, sdc
+    /root/iscsistart -i "iqn.2026-11.org.idm-engine:lvm-$role" -t "iqn.2026-11.org.idm-engine:sim$d" \
+      -g 1 -a 10.0.2.2 -p "$IDM_ISCSI_PORT" >/tmp/iscsistart.log 2>&1 ||
+      { echo "guest: iscsistart sim$d failed"; tail -n 20 /tmp/iscsistart.log; exit 2; }
+    n=$((d + 1)); i=0
+    while [ "$(ls /sys/class/scsi_disk 2>/dev/null | wc -l)" -lt $n ]; do
+      i=$((i + 1)); [ $i -gt 100 ] && break
+      sleep 0.1
+    done
+  done
+fi
+i=0
+while [ ! -e /dev/sdc2 ] || [ ! -e /dev/sdb2 ] || [ ! -e /dev/sda2 ] || [ ! -e /dev/mapper/control ]; do
+  i=$((i + 1)); [ $i -gt 300 ] && { echo "guest: disks/partitions did not appear"; cat /proc/partitions; ls /dev/mapper; exit 2; }
+  sleep 0.1
+done
+mkdir -p /etc/lvm /run/lvm /run/lock/lvm /var/lock
+# The library's default host ID is /etc/machine-id: one per host.
+printf '%032d\n' 0 | tr 0 "$host" >/etc/machine-id
+cat >/etc/lvm/lvm.conf <<'CONF'
+global {
+	use_lvmlockd = 1
+	use_lvmpolld = 0
+	system_id_source = "none"
+}
+devices {
+	obtain_device_list_from_udev = 0
+	external_device_info_source = "none"
+	use_devicesfile = 0
+	filter = [ "a|^/dev/sd[a-z][0-9]$|", "r|.*|" ]
+}
+activation {
+	udev_sync = 0
+	udev_rules = 0
+	verify_udev_operations = 1
+	monitoring = 0
+}
+backup {
+	backup = 0
+	archive = 0
+}
+CONF
+echo "guest $role: kernel $(uname -r), host id $(cat /etc/machine-id), initiator ${IDM_INITIATOR:-?}, disks $(cat /sys/block/sd?/device/vendor | tr -s ' \n' ' ')"
+lvmlockd -f -g idm >/tmp/lvmlockd.log 2>&1 &
+i=0
+while ! lvmlockctl --info >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -gt 100 ] && { fail "lvmlockd start"; cat /tmp/lvmlockd.log; finish; }
+  sleep 0.1
+done
+pass "lvmlockd -g idm started"
+
+case $role in
+solo)
+  check pvcreate lvm pvcreate -y /dev/sda2 /dev/sdb2 /dev/sdc2
+  check "vgcreate --shared --locktype idm" lvm vgcreate --shared --locktype idm vg0 /dev/sda2 /dev/sdb2 /dev/sdc2
+  check "vgchange --lock-start" lvm vgchange --lock-start vg0
+  check lvcreate lvm lvcreate -y -L 8M -n lv0 vg0
+  check "lvchange -an" lvm lvchange -an vg0/lv0
+  check "lvchange -aey" lvm lvchange -aey vg0/lv0
+  if [ -b /dev/vg0/lv0 ] || [ -b /dev/mapper/vg0-lv0 ]; then pass "LV device exists"; else fail "LV device exists"; fi
+  check "lvchange -an again" lvm lvchange -an vg0/lv0
+  check lvremove lvm lvremove -y vg0/lv0
+  check vgremove lvm vgremove -y vg0
+  # For the two-host run: vg1 with an inactive LV x, lockspace stopped.
+  check "pvcreate (vg1)" lvm pvcreate -y /dev/sda2 /dev/sdb2 /dev/sdc2
+  check "vgcreate vg1" lvm vgcreate --shared --locktype idm vg1 /dev/sda2 /dev/sdb2 /dev/sdc2
+  check "vgchange --lock-start vg1" lvm vgchange --lock-start vg1
+  check "lvcreate x" lvm lvcreate -an -Zn -L 4M -n x vg1
+  lvmlockctl --info 2>&1 | sed 's/^/  lvmlockctl | /'
+  check "vgchange --lock-stop vg1" lvm vgchange --lock-stop vg1
+  finish
+  ;;
+a | b)
+  check "vgchange --lock-start vg1" lvm vgchange --lock-start vg1
+  # Concurrent lvcreate on both hosts, with lvs running meanwhile on this host.
+  : >/tmp/lvs.all
+  (
+    while [ ! -e /tmp/created ]; do
+      lvm lvs vg1 >>/tmp/lvs.all 2>&1 || echo "LVS-EXIT $?" >>/tmp/lvs.all
+    done
+  ) &
+  lvs_loop=$!
+  ok=0
+  for i in 1 2 3 4; do
+    lv lvcreate -an -Zn -L 4M -n "$role$i" vg1 && ok=$((ok + 1))
+    cat /tmp/out >>/tmp/lvcreate.all
+  done
+  touch /tmp/created
+  wait $lvs_loop
+  if [ $ok = 4 ]; then pass "4 concurrent lvcreate"; else fail "4 concurrent lvcreate ($ok succeeded)"; fi
+  no_lock_warnings "lvcreate never failed or skipped a lock" /tmp/lvcreate.all
+  n=$(grep -c 'LV ' /tmp/lvs.all || true)
+  if grep -q '^LVS-EXIT' /tmp/lvs.all; then
+    grep -B3 '^LVS-EXIT' /tmp/lvs.all | head -8 | sed 's/^/  | /'
+    fail "lvs during lvcreate all succeeded"
+  else
+    pass "lvs during lvcreate all succeeded ($n runs)"
+  fi
+  no_lock_warnings "lvs during lvcreate never read without a lock" /tmp/lvs.all
+  # Both hosts end up listing the same eight LVs.
+  i=0
+  while [ "$(lv_names)" != "a1 a2 a3 a4 b1 b2 b3 b4 x " ]; do
+    i=$((i + 1)); [ $i -gt 240 ] && break
+    sleep 0.5
+  done
+  echo "LVS $role $(lv_names)"
+  if [ "$(lv_names)" = "a1 a2 a3 a4 b1 b2 b3 b4 x " ]; then pass "sees all LVs"; else fail "sees all LVs"; fi
+  check "vgck" lvm vgck vg1
+  if grep -qi 'warn\|error\|inconsistent' /tmp/out; then fail "vgck clean"; else pass "vgck clean"; fi
+
+  # Exclusive activation: a holds x, b is refused, a hands over, b takes it.
+  if [ "$role" = a ]; then
+    check "lvchange -aey x" lvm lvchange -aey vg1/x
+    lv lvcreate -an -Zn -L 4M -n flag_a_holds vg1
+    wait_lv flag_b_tried
+    check "lvchange -an x (hand-over)" lvm lvchange -an vg1/x
+    lv lvcreate -an -Zn -L 4M -n flag_a_released vg1
+    wait_lv flag_b_took
+  else
+    wait_lv flag_a_holds
+    if lv lvchange -aey vg1/x; then fail "lvchange -aey x refused while a holds it"; else pass "lvchange -aey x refused while a holds it"; fi
+    lv lvcreate -an -Zn -L 4M -n flag_b_tried vg1
+    wait_lv flag_a_released
+    check "lvchange -aey x after hand-over" lvm lvchange -aey vg1/x
+    if [ -b /dev/mapper/vg1-x ]; then pass "x active here"; else fail "x active here"; fi
+    check "lvchange -an x" lvm lvchange -an vg1/x
+    lv lvcreate -an -Zn -L 4M -n flag_b_took vg1
+  fi
+  finish
+  ;;
+esac
