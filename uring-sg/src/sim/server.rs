@@ -78,8 +78,10 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 const POOL_MAX: usize = 64;
 /// Ring size.
 const RING_ENTRIES: u32 = 512;
-/// Bytes of zeros one SEND takes from [`ZEROS`].
-const ZEROS_LEN: usize = 64 * 1024;
+/// Bytes of zeros one SEND takes from [`ZEROS`]: a whole data-in, so the zeros of
+/// a reply go out in one SEND (the kernel may take less). Never written, the
+/// buffer maps the zero page: it costs no memory.
+const ZEROS_LEN: usize = frame::MAX_DATA;
 /// The zeros every connection sends for data it does not store (a table read's
 /// records past the table's end).
 static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
