@@ -1021,7 +1021,18 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         let Some(f) = self.inflight.try_remove(key) else {
             return;
         };
-        if !synthetic {
+        // A trylock or break that times out may be a BUSY the kernel requeued
+        // until the command's timeout (Linux does that for SG_IO too): the drive
+        // answers, so it is not marked unresponsive for it (the acquire sends its
+        // break next, which must reach the drive).
+        let ambiguous = matches!(
+            f.req,
+            Request::Mutex {
+                op: uring_sg::MutexOp::Trylock | uring_sg::MutexOp::Break,
+                ..
+            }
+        ) && matches!(reply.result, Err(DriveError::Timeout));
+        if !synthetic && !ambiguous {
             self.note_health(now, f.drive, &reply, f.owner == Owner::Probe, out);
         }
         if f.owner == Owner::Probe {
