@@ -21,7 +21,8 @@ host=$role
 [ "$role" = solo ] && host=a
 export PATH=/root:/bin:/sbin:/usr/bin:/usr/sbin
 export LVM_SYSTEM_DIR=/etc/lvm
-export IDM_LOG=/tmp/ilm.log IDM_LOG_LEVEL=${IDM_LOG_LEVEL:-info}
+# The drive-list deduplication is logged at debug level (checked below).
+export IDM_LOG=/tmp/ilm.log IDM_LOG_LEVEL=${IDM_LOG_LEVEL:-info,seagate_ilm::drives=debug}
 fails=0
 pass() { echo "PASS $role $*"; }
 fail() { echo "FAIL $role $*"; fails=$((fails + 1)); }
@@ -133,6 +134,17 @@ solo)
   check "vgcreate --shared --locktype idm (2 PVs on one drive)" lvm vgcreate --shared --locktype idm vg0 /dev/sda2 /dev/sda3 /dev/sdb2 /dev/sdc2
   check "vgchange --lock-start" lvm vgchange --lock-start vg0
   check lvcreate lvm lvcreate -y -L 8M -n lv0 vg0
+  # The VG lock (first taken by lvcreate): the library turned vg0's four PVs
+  # into three drives (sda2 and sda3 are sda).
+  line=$(grep 'drive list deduplicated' /tmp/ilm.log | grep 'sda2' | grep 'sda3' | head -n 1)
+  n=$(echo "$line" | sed 's/.*drives=//' | grep -o '/dev/' | wc -l)
+  if [ -n "$line" ] && [ "$n" = 3 ]; then
+    echo "  | ${line#*deduplicated }"
+    pass "VG lock on sda2 sda3 sdb2 sdc2 counts 3 drives"
+  else
+    grep 'drive list deduplicated' /tmp/ilm.log | sed 's/^/  | /'
+    fail "VG lock on sda2 sda3 sdb2 sdc2 counts 3 drives"
+  fi
   check "lvchange -an" lvm lvchange -an vg0/lv0
   check "lvchange -aey" lvm lvchange -aey vg0/lv0
   if [ -b /dev/vg0/lv0 ] || [ -b /dev/mapper/vg0-lv0 ]; then pass "LV device exists"; else fail "LV device exists"; fi
