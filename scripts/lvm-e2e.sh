@@ -27,7 +27,8 @@
 # The kernel initiator passes the drives' SCSI status bytes through intact.
 # IDM_LVM_INITIATOR=qemu uses QEMU's iSCSI block driver (libiscsi, scsi-block on
 # virtio-scsi) instead, as scripts/iscsi-e2e.sh does; libiscsi turns COMMAND
-# TERMINATED (0x22, "already held by this host") into another status.
+# TERMINATED (0x22, "already held by this host") into another status, so the
+# re-activation after the lvmlockd restart fails there.
 #
 # Needs: ../shared/tools/guest-run (or $GUEST_RUN), gdisk (sgdisk),
 # qemu-block-extra with IDM_LVM_INITIATOR=qemu, LVM2's build dependencies
