@@ -8,7 +8,10 @@
 # Cache: ${IDM_LVM_CACHE:-$HOME/.cache/idm-lvm2}:
 #   apt/        a private apt configuration (one deb-src line) with its own
 #               lists and archive cache: the system's apt setup is not touched
-#   src/        the downloaded source package (.dsc, .orig.tar.xz, .debian.tar.xz)
+#   src/        the downloaded source package (.dsc, .orig.tar.xz, .debian.tar.xz;
+#               `apt-get source --download-only`); the build uses the upstream
+#               tarball (.orig.tar.xz), without Debian's patches, so what is
+#               tested is LVM2 2.03.16 as released
 #   ilm/        libseagate_ilm installed by scripts/install-ffi.sh (refreshed on
 #               every run; lvmlockd finds it there through its rpath)
 #   build-KEY/  the configured and built tree; KEY hashes ilm.h and the configure
@@ -81,7 +84,7 @@ if [ -x "$build/tools/lvm" ] && [ -x "$build/daemons/lvmlockd/lvmlockd" ] &&
   echo "$build"
   exit 0
 fi
-log "building LVM2 $lvm_version into $build (a few minutes on 2 cores)"
+log "building LVM2 $lvm_version into $build (about a minute on 2 cores)"
 rm -rf "$build" "$cache"/build-*.tmp
 mkdir -p "$build.tmp"
 tar -C "$build.tmp" --strip-components=1 -xf "$cache/src/lvm2_$lvm_version.orig.tar.xz"

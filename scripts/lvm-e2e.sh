@@ -6,7 +6,10 @@
 #
 #   1. one guest: the whole shared-VG workflow (pvcreate, vgcreate --shared
 #      --locktype idm, vgchange --lock-start, lvcreate, lvchange -an/-aey,
-#      lvremove, vgremove), then it leaves vg1 for run 2;
+#      lvremove, vgremove) on a VG with two PVs on one drive (/dev/sda2 and
+#      /dev/sda3: one vote for that drive); lvmlockd killed (-9) while an LV is
+#      active and restarted: the VG starts again and the LV lock is taken back
+#      ("already held by this host"); then it leaves vg1 for run 2;
 #   2. two guests at once (hosts a and b) on vg1: four lvcreate each at the same
 #      time (all succeed), lvs in a loop meanwhile (never "without a lock"), both
 #      list the same LVs, vgck clean; exclusive activation: a holds LV x, b is
@@ -14,7 +17,7 @@
 #
 # The drives' data lives in backing files (`idm sim --backing`) that this script
 # partitions first: GPT, partition 1 named "propeller" (lvmlockd's global lock
-# uses the disks that have one), partition 2 for the PV.
+# uses the disks that have one), partitions 2 and 3 for PVs.
 #
 # The guests reach the targets with the guest kernel's iSCSI initiator
 # (iscsi_tcp over a virtio-net NIC on QEMU's user network, where the host's
@@ -24,7 +27,8 @@
 # The kernel initiator passes the drives' SCSI status bytes through intact.
 # IDM_LVM_INITIATOR=qemu uses QEMU's iSCSI block driver (libiscsi, scsi-block on
 # virtio-scsi) instead, as scripts/iscsi-e2e.sh does; libiscsi turns COMMAND
-# TERMINATED (0x22, "already held by this host") into another status.
+# TERMINATED (0x22, "already held by this host") into another status, so the
+# re-activation after the lvmlockd restart fails there.
 #
 # Needs: ../shared/tools/guest-run (or $GUEST_RUN), gdisk (sgdisk),
 # qemu-block-extra with IDM_LVM_INITIATOR=qemu, LVM2's build dependencies
@@ -85,7 +89,7 @@ mkdir -p "$work/disks"
 for d in 0 1 2; do
   img=$work/disks/sim$d.img
   truncate -s 64M "$img"
-  sgdisk -o -n 1:2048:4095 -c 1:propeller -n 2:4096:0 -c 2:pv "$img" >/dev/null 2>&1
+  sgdisk -o -n 1:2048:4095 -c 1:propeller -n 2:4096:69631 -c 2:pv -n 3:69632:0 -c 3:pv2 "$img" >/dev/null 2>&1
   sgdisk -p "$img" 2>/dev/null | grep -q ' propeller$' ||
     { echo "lvm-e2e: FAIL: could not partition $img" >&2; exit 1; }
 done

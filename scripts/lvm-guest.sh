@@ -4,9 +4,10 @@
 # libraries, libseagate_ilm, kernel modules listed in /root/mod/order and, for the
 # kernel initiator (IDM_INITIATOR=kernel), iscsistart). Three simulated IDM drives
 # are the guest's /dev/sda..sdc (iSCSI); each has a GPT with partition 1 named
-# "propeller" (the global lock's drives) and partition 2 for a PV.
+# "propeller" (the global lock's drives) and partitions 2 and 3 for PVs.
 #
-#   lvm-guest solo    one host's whole workflow, then leaves vg1 (with an
+#   lvm-guest solo    one host's whole workflow (a VG with two PVs on one drive),
+#                     lvmlockd killed and restarted, then leaves vg1 (with an
 #                     inactive LV x) for the two-host run
 #   lvm-guest a|b     one of two hosts at once on vg1: concurrent lvcreate, lvs
 #                     during lvcreate, vgck, exclusive activation conflict and
@@ -20,7 +21,8 @@ host=$role
 [ "$role" = solo ] && host=a
 export PATH=/root:/bin:/sbin:/usr/bin:/usr/sbin
 export LVM_SYSTEM_DIR=/etc/lvm
-export IDM_LOG=/tmp/ilm.log IDM_LOG_LEVEL=${IDM_LOG_LEVEL:-info}
+# The drive-list deduplication is logged at debug level (checked below).
+export IDM_LOG=/tmp/ilm.log IDM_LOG_LEVEL=${IDM_LOG_LEVEL:-info,seagate_ilm::drives=debug}
 fails=0
 pass() { echo "PASS $role $*"; }
 fail() { echo "FAIL $role $*"; fails=$((fails + 1)); }
@@ -112,23 +114,48 @@ backup {
 }
 CONF
 echo "guest $role: kernel $(uname -r), host id $(cat /etc/machine-id), initiator ${IDM_INITIATOR:-?}, disks $(cat /sys/block/sd?/device/vendor | tr -s ' \n' ' ')"
-lvmlockd -f -g idm >/tmp/lvmlockd.log 2>&1 &
-i=0
-while ! lvmlockctl --info >/dev/null 2>&1; do
-  i=$((i + 1)); [ $i -gt 100 ] && { fail "lvmlockd start"; cat /tmp/lvmlockd.log; finish; }
-  sleep 0.1
-done
+start_lvmlockd() {
+  lvmlockd -f -g idm >>/tmp/lvmlockd.log 2>&1 &
+  lvmlockd_pid=$!
+  i=0
+  while ! lvmlockctl --info >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 100 ] && { fail "lvmlockd start"; cat /tmp/lvmlockd.log; finish; }
+    sleep 0.1
+  done
+}
+start_lvmlockd
 pass "lvmlockd -g idm started"
 
 case $role in
 solo)
-  check pvcreate lvm pvcreate -y /dev/sda2 /dev/sdb2 /dev/sdc2
-  check "vgcreate --shared --locktype idm" lvm vgcreate --shared --locktype idm vg0 /dev/sda2 /dev/sdb2 /dev/sdc2
+  # vg0 has two PVs on sda (sda2, sda3): its VG lock names four devices of
+  # three drives, and must count sda once.
+  check pvcreate lvm pvcreate -y /dev/sda2 /dev/sda3 /dev/sdb2 /dev/sdc2
+  check "vgcreate --shared --locktype idm (2 PVs on one drive)" lvm vgcreate --shared --locktype idm vg0 /dev/sda2 /dev/sda3 /dev/sdb2 /dev/sdc2
   check "vgchange --lock-start" lvm vgchange --lock-start vg0
   check lvcreate lvm lvcreate -y -L 8M -n lv0 vg0
+  # The VG lock (first taken by lvcreate): the library turned vg0's four PVs
+  # into three drives (sda2 and sda3 are sda).
+  line=$(grep 'drive list deduplicated' /tmp/ilm.log | grep 'sda2' | grep 'sda3' | head -n 1)
+  n=$(echo "$line" | sed 's/.*drives=//' | grep -o '/dev/' | wc -l)
+  if [ -n "$line" ] && [ "$n" = 3 ]; then
+    echo "  | ${line#*deduplicated }"
+    pass "VG lock on sda2 sda3 sdb2 sdc2 counts 3 drives"
+  else
+    grep 'drive list deduplicated' /tmp/ilm.log | sed 's/^/  | /'
+    fail "VG lock on sda2 sda3 sdb2 sdc2 counts 3 drives"
+  fi
   check "lvchange -an" lvm lvchange -an vg0/lv0
   check "lvchange -aey" lvm lvchange -aey vg0/lv0
   if [ -b /dev/vg0/lv0 ] || [ -b /dev/mapper/vg0-lv0 ]; then pass "LV device exists"; else fail "LV device exists"; fi
+  # lvmlockd dies with lv0 active (its LV lock held EX on the drives) and comes
+  # back: IDM has no lock adoption in lvmlockd, so the locks are taken again,
+  # through the drives' "already held by this host" with the same host ID.
+  kill -9 "$lvmlockd_pid"
+  wait "$lvmlockd_pid" 2>/dev/null
+  start_lvmlockd && pass "lvmlockd restarted after kill -9"
+  check "vgchange --lock-start after restart" lvm vgchange --lock-start vg0
+  check "lvchange -aey lv0 again after restart" lvm lvchange -aey vg0/lv0
   check "lvchange -an again" lvm lvchange -an vg0/lv0
   check lvremove lvm lvremove -y vg0/lv0
   check vgremove lvm vgremove -y vg0

@@ -7,12 +7,12 @@
 //!
 //! | errno | when |
 //! | --- | --- |
-//! | `EINVAL` | NULL pointer, mode not EX/SH, `drive_num` 0 or > 512, NULL drive entry, LVB length not 8, negative or too short (< 300 ms) timeout, bad signal or fault percentage, bad `IDM_SIM` |
+//! | `EINVAL` | NULL pointer, mode not EX/SH, `drive_num` 0 or > 512, NULL drive entry, LVB length not 8, negative or too short timeout (under twice `IDM_COMMAND_TIMEOUT_MS`, 4000 ms by default, or 1000 ms), bad signal or fault percentage, bad `IDM_SIM` |
 //! | `EBADF` | unknown handle |
-//! | `EBUSY` | the lock is already held in this lockspace, or another host holds it; `ilm_set_host_id` while locks are held |
+//! | `EBUSY` | the lock is already held in this lockspace, or another host still held it when the wait (`IDM_LOCK_WAIT_MS`) ended; `ilm_set_host_id` while locks are held |
 //! | `ENOENT` | unlock / convert / LVB of a lock not held; an unknown drive (or one that cannot be opened); a mutex no drive knows (count, mode) |
 //! | `EIO` | drive I/O errors took the majority away; a caught panic |
-//! | `ETIMEDOUT` | no majority before the deadline |
+//! | `ETIMEDOUT` | no majority before the deadline because drives did not answer |
 //! | `ETIME` | the lockspace was fenced (its leases could not be renewed) |
 //! | `EPERM` | a refused conversion (the lock keeps its old mode) |
 //! | `E2BIG` | kill path or its arguments longer than 127 bytes |
