@@ -465,6 +465,18 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         self.validity_of(e)
     }
 
+    /// The earliest validity end over every held lock of this table (host
+    /// monotonic time; `None`: nothing held). A held lock with no validity left
+    /// gives `Some(Nanos::ZERO)`. Walks every lock: call it at a cadence, not per
+    /// command (the watchdog's arming point).
+    pub fn earliest_validity(&self) -> Option<Nanos> {
+        self.locks
+            .iter()
+            .filter(|(_, e)| e.held)
+            .map(|(_, e)| self.validity_of(e).unwrap_or(Nanos::ZERO))
+            .min()
+    }
+
     /// Whether `lock` of `ls` is held (acquired and not being released).
     pub fn is_held(&self, ls: LockspaceId, lock: LockId) -> bool {
         self.index
