@@ -9,6 +9,16 @@
 //! ([`LeasePolicy::for_lease`]), a 40 ms command timeout. The workload runs until
 //! `ops` lock operations (acquires and releases) reported an outcome; then faults
 //! stop, no new acquire starts, and the run drains until every host is idle.
+//!
+//! **Timed-out commands.** A command whose timeout the host's transport reported
+//! before the drive executed it never executes: that is what the SCSI midlayer
+//! guarantees (it aborts a timed-out command, with an ABORT TASK or a reset, before
+//! it completes it as timed out), and the engine relies on it (a drive's next
+//! command on a lock is sent once the previous one answered or timed out). A
+//! command that executed before its timeout fired still has its effect; only its
+//! reply is lost.
+
+use std::collections::BTreeSet;
 
 use idm_engine::fencing::LeasePolicy;
 use idm_engine::Nanos;
@@ -138,6 +148,11 @@ struct Sim {
     stopping: bool,
     hash: u64,
     events: u64,
+    /// Commands sent and not yet executed by their drive: `(host, epoch, cmd)`.
+    unexecuted: BTreeSet<(usize, u32, u64)>,
+    /// Commands whose host reported them timed out before they executed: they
+    /// never execute (see the module docs).
+    aborted: BTreeSet<(usize, u32, u64)>,
 }
 
 fn fnv(h: u64, x: u64) -> u64 {
@@ -253,6 +268,8 @@ impl Sim {
             stopping: false,
             hash: 0xCBF2_9CE4_8422_2325,
             events: 0,
+            unexecuted: BTreeSet::new(),
+            aborted: BTreeSet::new(),
         };
         sim.stats.small_table = small;
         sim.checker.minority_only = profile.minority;
@@ -308,6 +325,7 @@ impl Sim {
         let epoch = self.hosts[h].epoch;
         let sends = std::mem::take(&mut self.sends);
         for s in &sends {
+            self.unexecuted.insert((h, epoch, s.cmd));
             if let Fate::Deliver(at) = self.net.command(h, s.drive as usize, now) {
                 self.q.push(
                     at,
@@ -447,6 +465,13 @@ impl Sim {
             }
             self.hosts[h].wake_at = None;
         }
+        if let Ev::CmdTimeout { cmd, .. } = &ev {
+            // The transport reports the timeout only once the command can no
+            // longer take effect (the SCSI midlayer aborts it first).
+            if self.unexecuted.remove(&(h, epoch, *cmd)) {
+                self.aborted.insert((h, epoch, *cmd));
+            }
+        }
         let Some(mut host) = self.hosts[h].host.take() else {
             return;
         };
@@ -494,6 +519,9 @@ impl Sim {
                 cmd,
                 req,
             } => {
+                if self.aborted.contains(&(host, epoch, cmd)) {
+                    return true;
+                }
                 if let Some(at) = self.drives[drive].arrive(now) {
                     self.q.push(
                         at,
@@ -514,6 +542,10 @@ impl Sim {
                 cmd,
                 req,
             } => {
+                if self.aborted.remove(&(host, epoch, cmd)) {
+                    return true;
+                }
+                self.unexecuted.remove(&(host, epoch, cmd));
                 if let Some(reply) = self.drives[drive].execute(now, &req) {
                     if let Request::Mutex { record, .. } = &*req {
                         // Mirror what the drive stores for the run's locks (LVB check).

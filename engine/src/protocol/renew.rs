@@ -6,7 +6,11 @@
 //!   fresh trylock; a grant puts it back with the trylock's send time;
 //! - "expired" (reservation conflict on refresh) → the drive is dropped;
 //! - I/O errors and other answers → no count; the drive stays held with its old
-//!   send time, so it drops out of [`crate::lease::validity`] on its own.
+//!   send time, so it drops out of [`crate::lease::validity`] on its own;
+//! - a drive **not** in the held set (it answered the acquire late, was dropped,
+//!   or lost its table) gets a trylock: a grant puts it back, so a lock acquired
+//!   on a bare majority grows to every drive it can get, and one drive of that
+//!   majority dying does not lose the lease. Any refusal just does not count.
 //!
 //! Outcome at a majority of refreshed drives (⌊N/2⌋+1 also for even N: the old
 //! manager accepted N/2, but validity needs a majority inside its window, so a
@@ -87,14 +91,15 @@ impl Operation for Renew {
             return;
         };
         self.started = now.mono;
-        let mut t = Tally::new(st.spec.n_drives);
+        let t = Tally::new(st.spec.n_drives);
         self.steps = vec![Step::Idle; st.spec.n_drives as usize];
         for d in 0..st.spec.n_drives {
             if st.is_held(d) {
                 self.steps[d as usize] = Step::Refresh { sent: now.mono };
                 a.send(d, st.request(MutexOp::Refresh, mode.class(), now));
             } else {
-                t.no();
+                self.steps[d as usize] = Step::Trylock { sent: now.mono };
+                a.send(d, st.request(MutexOp::Trylock, mode.class(), now));
             }
         }
         self.tally = Some(t);
@@ -173,14 +178,19 @@ mod tests {
         let mut op = Renew::new();
         let mut a = Actions::new();
         op.start(at(100), &mut st, &mut a);
-        assert_eq!(ops(&a), vec![(0, Refresh), (1, Refresh)]);
+        // Drive 2 is not held: it gets a trylock (the held set grows).
+        assert_eq!(ops(&a), vec![(0, Refresh), (1, Refresh), (2, Trylock)]);
         assert_eq!(record_to(&a, 0).unwrap().countdown_ms, 1000);
         a.clear();
         op.on_reply(at(150), &mut st, 0, &ok(), &mut a);
         assert!(op.outcome().is_none());
         op.on_reply(at(160), &mut st, 1, &ok(), &mut a);
         assert_eq!(op.outcome(), Some(Ok(Renewed { refreshed: 2 })));
+        assert!(!op.finished(), "the trylock is still out");
+        op.on_reply(at(170), &mut st, 2, &ok(), &mut a);
         assert!(op.finished());
+        assert!(st.is_held(2), "a granted trylock joins the held set");
+        assert_eq!(st.drives[2].sent, Nanos::from_millis(100));
         assert_eq!(st.drives[0].sent, Nanos::from_millis(100));
         assert_eq!(st.drives[1].sent, Nanos::from_millis(100));
         assert_eq!(st.last_renewal, Some(Nanos::from_millis(100)));
@@ -219,6 +229,8 @@ mod tests {
         op.on_reply(at(101), &mut st, 1, &ok(), &mut a);
         // Two of four refreshed: not a majority (3), even N needs N/2+1.
         op.on_reply(at(101), &mut st, 2, &err(DriveError::Timeout), &mut a);
+        assert_eq!(op.outcome(), None, "drive 3's trylock may still grant");
+        op.on_reply(at(101), &mut st, 3, &err(DriveError::HeldByOther), &mut a);
         assert_eq!(op.outcome(), Some(Err(LockError::LeaseLost)));
         assert!(st.is_held(2), "I/O error keeps the old window");
         assert_eq!(st.last_renewal, None);
