@@ -73,6 +73,17 @@
 //! `fast_drive_restart_keeps_exclusion` shows the break when drives come back at
 //! once.
 //!
+//! **Timed-out commands (an assumption about the transport).** A command the
+//! transport reports as timed out has no effect afterwards. The SCSI midlayer
+//! guarantees this for sg and bsg passthrough: it aborts a timed-out command
+//! (ABORT TASK, then LUN / target / host reset) before it completes it as timed
+//! out; iSCSI's task management does the same on the wire. The lock table relies
+//! on it: a drive's next command on a lock goes out once the previous one answered
+//! *or timed out*, so a late execution of an old unlock would undo a newer grant.
+//! The deterministic simulation models the guarantee (a command whose timeout
+//! fired before it reached the drive never executes); without it, it finds exactly
+//! that overlap.
+//!
 //! **LVB durability (a documented limit).** The LVB lives only in the drives'
 //! tables. A release stores it on at least a majority before it reports success
 //! and a read takes the maximum over a majority, so a read sees the last released

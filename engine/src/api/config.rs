@@ -27,7 +27,7 @@ pub trait DriveOpener: Send + Sync {
     }
 }
 
-/// How the engine is built. Start from [`EngineConfig::default`].
+/// How the engine is built. Start from `EngineConfig::default()`.
 #[derive(Clone)]
 pub struct EngineConfig {
     /// Reactor threads; default one per core, at most 4.

@@ -31,7 +31,7 @@
 //!   outcome the caller is answered and the operation is *detached*: its commands
 //!   still in flight become the lock's stragglers, and the next operation on the
 //!   lock starts at once. A straggler's reply is absorbed against the lock's
-//!   *current* state ([`late`]): a late grant joins a held lock, or is unlocked when
+//!   *current* state (module `late`): a late grant joins a held lock, or is unlocked when
 //!   the lock is not held (any more); a late refresh extends a drive's window; a
 //!   late "expired" drops the drive.
 //! - **One command per drive per lock.** A command for a drive that still has one

@@ -24,9 +24,15 @@
 //!    may be ready long before the operation is [`Operation::finished`]: acquire
 //!    answers at quorum and keeps consuming the late replies (a late grant joins the
 //!    held set, or is unlocked if the acquire failed).
-//! 6. **Serialization**: operations on one lock are serialized. The next operation on
-//!    a lock starts only when the previous one is `finished()` (no command
-//!    outstanding, no timer), even if its outcome was delivered earlier.
+//! 6. **Serialization**: operations on one lock are serialized by their outcome.
+//!    The lock table ([`crate::locks::LockTable`]) starts the next operation on a
+//!    lock as soon as the previous one *reported* its outcome, and then drops it:
+//!    the commands it still had in flight become the lock's stragglers, whose
+//!    replies the table absorbs against the lock's current state
+//!    ([`crate::locks`]'s `late` rules). An operation's behaviour after its
+//!    outcome (late grants joining, stale grants released) therefore matters only
+//!    when it is driven alone (unit tests); [`Operation::finished`] says when it
+//!    would be done.
 //!
 //! Drives are numbered `0..n_drives` within the lock; the reactor maps numbers to
 //! devices.
