@@ -962,6 +962,13 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             }
             return;
         }
+        self.emit_now(now, k, drive_no, owner, req);
+    }
+
+    /// Sends one command of lock `k` now (its drive has nothing outstanding).
+    fn emit_now(&mut self, now: Now, k: usize, drive_no: u16, owner: Owner, req: Request) {
+        let e = &mut self.locks[k];
+        debug_assert_eq!(e.out_on[drive_no as usize], 0);
         e.out_on[drive_no as usize] += 1;
         let drive = e.drives[drive_no as usize];
         let incarnation = e.incarnation;
@@ -1112,7 +1119,9 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         };
         let d = e.deferred.remove(i);
         debug_assert!(d.emitted <= now.mono);
-        self.emit(now, k, d.drive_no, d.owner, d.req);
+        // Straight out, even when more commands wait for the same drive (they
+        // follow it one reply at a time).
+        self.emit_now(now, k, d.drive_no, d.owner, d.req);
     }
 
     /// After any call into lock `k`'s running operation: answer its caller once
@@ -1272,5 +1281,37 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             self.reply(now, key, reply, true, out);
         }
         out.commands.append(&mut self.sends);
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+    }
+
+    /// Debug builds: no command waits for a drive that has nothing outstanding
+    /// (it would wait forever), and the per-drive counts match the slab.
+    #[cfg(debug_assertions)]
+    fn check_invariants(&self) {
+        let mut counted: HashMap<(usize, u16), u8> = HashMap::new();
+        for (_, f) in self.inflight.iter() {
+            if f.owner != Owner::Probe {
+                if let Some(e) = self.locks.get(f.lock) {
+                    if e.incarnation == f.incarnation {
+                        *counted.entry((f.lock, f.drive_no)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (k, e) in self.locks.iter() {
+            for (d, &n) in e.out_on.iter().enumerate() {
+                let c = counted.get(&(k, d as u16)).copied().unwrap_or(0);
+                assert_eq!(n, c, "lock {} drive {d}: out_on {n}, in flight {c}", e.id);
+            }
+            for w in &e.deferred {
+                assert!(
+                    e.out_on[w.drive_no as usize] > 0,
+                    "lock {}: a command for drive {} waits with nothing outstanding",
+                    e.id,
+                    w.drive_no
+                );
+            }
+        }
     }
 }
