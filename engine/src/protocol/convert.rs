@@ -14,7 +14,12 @@
 //!   [`LockState::mode`] is still the old mode and every drive in the held set holds
 //!   the old class.
 //!
-//! Drives that cannot be trusted to hold the lock's class are **dropped** from the
+//! A **demotion** (EX → SH) also counts the drives whose answer is unknown and
+//! keeps them held in their old class: membership of either class refuses every
+//! other host's EX, which is all a SH holder needs (so one dead drive of a bare
+//! majority does not fail a demotion, nor fence its holder).
+//!
+//! Otherwise, drives that cannot be trusted to hold the lock's class are **dropped** from the
 //! held set (they stop counting for validity; release still unlocks them, retrying
 //! with the other class if the drive says "wrong class"): a drive whose convert or
 //! rollback answer is unknown (I/O error), one whose rollback was refused, and one
@@ -78,10 +83,17 @@ impl Convert {
 
     fn conversion_done(&mut self, now: Now, st: &mut LockState, a: &mut Actions) {
         let converted = self.res.iter().filter(|r| **r == Res::Converted).count();
+        let unknown = self.res.iter().filter(|r| **r == Res::Unknown).count();
         let refused = self.res.contains(&Res::Refused);
-        if !refused && converted >= st.spec.majority() as usize {
+        // A demotion keeps a drive whose answer is unknown: our membership there
+        // is EX or SH, and either refuses every other host's EX, which is all a
+        // SH holder needs. It keeps its old class and send time (release retries
+        // with the other class, renewal's refresh converges it).
+        let demotion = self.new == Mode::Shared && self.old == Mode::Exclusive;
+        let counted = if demotion { converted + unknown } else { converted };
+        if !refused && converted > 0 && counted >= st.spec.majority() as usize {
             for (d, r) in self.res.iter().enumerate() {
-                if *r == Res::Unknown {
+                if *r == Res::Unknown && !demotion {
                     st.drop_drive(d as u16);
                 }
             }
