@@ -29,8 +29,10 @@ pub struct Args {
     /// Lock mode.
     #[arg(long, default_value = "ex", value_parser = parse_mode)]
     mode: Mode,
-    /// Lease (drive membership countdown), ms.
-    #[arg(long, default_value_t = 60_000)]
+    /// Lease (drive membership countdown), ms: 1000 to 3600000, and at least
+    /// twice --command-timeout-ms (a renewal must be able to fail and be retried
+    /// before the fence).
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
     lease_ms: u64,
     /// Give up acquiring after this long, ms.
     #[arg(long, default_value_t = 5_000)]
@@ -82,6 +84,12 @@ impl Report {
 
 /// Runs `idm lock`.
 pub fn run(args: Args) -> ExitCode {
+    if args.lease_ms < 2 * args.target.command_timeout_ms {
+        return fail(format!(
+            "--lease-ms {} is shorter than twice --command-timeout-ms {}: a lease must outlive a failed renewal and its retry",
+            args.lease_ms, args.target.command_timeout_ms
+        ));
+    }
     let fenced = Arc::new(AtomicBool::new(false));
     let mut cfg = LockspaceConfig::new("idm-lock").with_lease(Duration::from_millis(args.lease_ms));
     cfg.host_id = args.host;

@@ -267,3 +267,22 @@ fn output_to_a_closed_pipe_ends_quietly_with_status_141() {
         "{o:?}"
     );
 }
+
+/// Absurd leases are refused with a clear error, before anything is sent.
+#[test]
+fn lock_refuses_absurd_leases() {
+    for (lease, want) in [
+        ("0", "1000..=3600000"),
+        ("50", "1000..=3600000"),
+        ("99999999999", "1000..=3600000"),
+        ("3000", "twice --command-timeout-ms"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_idm"))
+            .args(["lock", "--sim", "unix:/nonexistent", "--host", "h", "--lock", "l", "--lease-ms", lease, "sim0"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "lease {lease} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "lease {lease}: {err}");
+    }
+}
