@@ -81,7 +81,7 @@ solo)
   done
   # The drives answer BUSY once the holder expired; Linux requeues BUSY until the
   # command times out, so a short command timeout makes the take-over quick.
-  /root/idm lock --host "host-$role" --lock e2e-contended --mode ex --lease-ms 3000 --command-timeout-ms 1000 \
+  /root/idm lock --host "host-$role" --lock e2e-contended --mode ex --lease-ms 3000 \
     --timeout-ms 90000 --command-timeout-ms 1500 --hold-ms 500 $disks
   rc=$?
   [ $rc = 0 ] && { echo "RESULT takeover"; exit 0; }
