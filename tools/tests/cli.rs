@@ -278,7 +278,18 @@ fn lock_refuses_absurd_leases() {
         ("3000", "twice --command-timeout-ms"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_idm"))
-            .args(["lock", "--sim", "unix:/nonexistent", "--host", "h", "--lock", "l", "--lease-ms", lease, "sim0"])
+            .args([
+                "lock",
+                "--sim",
+                "unix:/nonexistent",
+                "--host",
+                "h",
+                "--lock",
+                "l",
+                "--lease-ms",
+                lease,
+                "sim0",
+            ])
             .output()
             .unwrap();
         assert!(!o.status.success(), "lease {lease} accepted");

@@ -90,7 +90,11 @@ impl Convert {
         // SH holder needs. It keeps its old class and send time (release retries
         // with the other class, renewal's refresh converges it).
         let demotion = self.new == Mode::Shared && self.old == Mode::Exclusive;
-        let counted = if demotion { converted + unknown } else { converted };
+        let counted = if demotion {
+            converted + unknown
+        } else {
+            converted
+        };
         if !refused && converted > 0 && counted >= st.spec.majority() as usize {
             for (d, r) in self.res.iter().enumerate() {
                 if *r == Res::Unknown && !demotion {

@@ -117,6 +117,9 @@ pub struct LockState {
     pub last_renewal: Option<Nanos>,
     /// Backoff jitter; seeded by the caller so a run replays.
     pub rng: XorShift64,
+    /// Records a table read asks for first (the lock table sets it from the
+    /// table sizes it saw lately; 0: [`super::table::DEFAULT_TABLE_HINT`]).
+    pub table_hint: u32,
 }
 
 impl LockState {
@@ -130,6 +133,16 @@ impl LockState {
             broken: false,
             last_renewal: None,
             rng: XorShift64::new(seed),
+            table_hint: 0,
+        }
+    }
+
+    /// Records a table read asks for first.
+    pub fn table_hint(&self) -> u32 {
+        if self.table_hint == 0 {
+            super::table::DEFAULT_TABLE_HINT
+        } else {
+            self.table_hint
         }
     }
 

@@ -29,7 +29,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::Lvb;
 
-use super::table::{TableScan, DEFAULT_TABLE_HINT};
+use super::table::TableScan;
 use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 
@@ -66,7 +66,7 @@ impl Operation for ReadLvb {
             return;
         }
         self.tally = Some(Tally::new(st.spec.n_drives));
-        self.scan = TableScan::start(st.spec.n_drives, DEFAULT_TABLE_HINT, a);
+        self.scan = TableScan::start(st.spec.n_drives, st.table_hint(), a);
     }
 
     fn on_reply(

@@ -24,7 +24,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{HostId, Mode, Record};
 
-use super::table::{TableScan, DEFAULT_TABLE_HINT};
+use super::table::TableScan;
 use super::{invalid_spec, Actions, ErrorSummary, LockSpec, LockState, Now, Operation};
 use crate::error::LockError;
 use crate::time::Nanos;
@@ -60,7 +60,7 @@ struct Scan {
 
 impl Scan {
     fn start(&mut self, now: Now, st: &LockState, a: &mut Actions) {
-        self.scan = TableScan::start(st.spec.n_drives, DEFAULT_TABLE_HINT, a);
+        self.scan = TableScan::start(st.spec.n_drives, st.table_hint(), a);
         self.done = self.scan.idle();
         self.started = now.mono;
         self.n = st.spec.n_drives;
