@@ -187,6 +187,7 @@ pub(crate) fn global() -> Result<&'static Global, i32> {
     GLOBAL
         .get_or_init(|| {
             crate::log::init();
+            idm_engine::api::host_faults::enable();
             crate::ilm::fill_uuid();
             let source = DriveSource::from_env().map_err(|e| {
                 tracing::error!(error = %e, "bad drive source");
@@ -622,6 +623,11 @@ impl Session {
         let pct = u32::try_from(pct).map_err(|_| errno::EINVAL)?;
         if pct > 100 {
             return Err(errno::EINVAL);
+        }
+        // Host-wide, as the old daemon's knob was: every process linking this
+        // library (lvmlockd among them) follows it within 100 ms.
+        if let Err(e) = idm_engine::api::host_faults::set_percent(pct) {
+            tracing::warn!(error = %e, path = %idm_engine::api::host_faults::path().display(), "host-wide fault injection file not written: only this handle is affected");
         }
         let mut st = lock(&self.state);
         st.fault_pct = pct;

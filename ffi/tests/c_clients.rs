@@ -109,6 +109,8 @@ fn run(exe: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         .env("IDM_LOG_LEVEL", "debug")
         // Calls that expect -EBUSY behind a holder get it after a short wait.
         .env("IDM_LOCK_WAIT_MS", "200")
+        // Host-wide fault injection stays within this test's directory.
+        .env("IDM_FAULT_FILE", dir.join("inject-fault"))
         .env_remove("IDM_SIM");
     for (k, v) in env {
         cmd.env(k, v);
@@ -200,6 +202,21 @@ fn fencing_on_the_socket_simulator() {
     let exe = compile("ilm_fence", dir.path());
     let (_sim, addr) = sim_server(dir.path());
     run(&exe, dir.path(), &[], &[("IDM_SIM", &addr), FENCE_COMMANDS]);
+}
+
+/// `ilm_inject_fault` in one process fails the drive I/O of others (host-wide,
+/// through the file named by `IDM_FAULT_FILE`), and 0 ends it.
+#[test]
+fn fault_injection_reaches_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile("ilm_fault", dir.path());
+    let (_sim, addr) = sim_server(dir.path());
+    let env = [("IDM_SIM", addr.as_str())];
+    run(&exe, dir.path(), &["lock", "0"], &env);
+    run(&exe, dir.path(), &["set", "100"], &env);
+    run(&exe, dir.path(), &["lock", "-5"], &env);
+    run(&exe, dir.path(), &["set", "0"], &env);
+    run(&exe, dir.path(), &["lock", "0"], &env);
 }
 
 #[test]

@@ -118,7 +118,9 @@ impl crate::locks::LockspaceCtl for Arc<LockspaceShared> {
         self.renew_paused.load(Ordering::SeqCst)
     }
     fn fault_percent(&self) -> u32 {
-        self.fault_pct.load(Ordering::Relaxed)
+        self.fault_pct
+            .load(Ordering::Relaxed)
+            .max(super::host_faults::percent())
     }
 }
 

@@ -20,6 +20,7 @@ mod config;
 mod devices;
 mod engine;
 mod error;
+pub mod host_faults;
 mod lockspace;
 mod remote;
 mod simulated;

@@ -98,6 +98,10 @@ pub const RENEWAL_GRID: Nanos = Nanos::from_millis(2);
 /// The fewest records a learned table read asks for.
 pub const MIN_TABLE_HINT: u32 = 16;
 
+/// The shortest timeout an acquire's command gets from its deadline (the
+/// configured command timeout and the lease still bound it).
+pub const ACQUIRE_COMMAND_FLOOR: Nanos = Nanos::from_millis(100);
+
 /// The shortest timeout any command gets.
 pub const MIN_COMMAND_TIMEOUT: Nanos = Nanos::from_millis(1);
 
@@ -1035,7 +1039,11 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             if let (Owner::Op(s), Some(r)) = (f.owner, e.running.as_ref()) {
                 if r.serial == s {
                     if let Some(d) = r.deadline {
-                        t = t.min(Nanos((d - now.mono).0 / 3));
+                        // A third of the time left (room for a break after a
+                        // BUSY that surfaced as a timeout), but never below
+                        // ACQUIRE_COMMAND_FLOOR: a short wait must not turn a
+                        // loaded drive's ordinary answer into an I/O error.
+                        t = t.min(Nanos((d - now.mono).0 / 3).max(ACQUIRE_COMMAND_FLOOR));
                     }
                 }
             }
