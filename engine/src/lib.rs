@@ -107,6 +107,7 @@ pub mod locks;
 pub mod protocol;
 pub mod reactor;
 pub mod time;
+pub mod watchdog;
 
 pub use error::LockError;
 pub use time::Nanos;
