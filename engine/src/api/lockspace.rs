@@ -428,6 +428,11 @@ impl Lockspace {
         self.shared.fenced.load(Ordering::SeqCst)
     }
 
+    /// The engine this lockspace belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The lockspace's name.
     pub fn name(&self) -> &str {
         &self.shared.name
