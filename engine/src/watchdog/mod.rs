@@ -87,7 +87,8 @@ impl Backend {
     pub fn lead(&self) -> Duration {
         match self {
             Backend::Wdmd { status, .. } => Duration::from_secs(u64::from(status.fire_timeout)),
-            Backend::Device { .. } => Duration::from_secs(1),
+            // One second, counted twice (a close pets once more).
+            Backend::Device { .. } => Duration::from_secs(2),
         }
     }
 
@@ -200,6 +201,7 @@ impl WatchdogConfig {
             slack: Nanos::from_duration(self.slack),
             max_timeout_s: max,
             min_gain: plan::SECOND,
+            close_pets: matches!(backend, Some(Backend::Device { .. })),
         }
     }
 }

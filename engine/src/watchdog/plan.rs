@@ -24,6 +24,12 @@ pub struct WatchdogPlan {
     pub max_timeout_s: u32,
     /// Re-arm (pet) when that moves the fire time at least this much later.
     pub min_gain: Nanos,
+    /// The device is petted once more when its file is closed without the
+    /// magic character (Linux's `watchdog_release` does: a holder that dies,
+    /// even while stopped, restarts the countdown once). A timeout `T` armed at
+    /// `a` then fires as late as `a + 2T`, so timeouts are halved. True for
+    /// `/dev/watchdog`.
+    pub close_pets: bool,
 }
 
 /// What the device is doing, as the watchdog thread last left it.
@@ -68,6 +74,16 @@ impl WatchdogPlan {
             slack: Nanos::from_millis(250),
             max_timeout_s: 60,
             min_gain: SECOND,
+            close_pets: true,
+        }
+    }
+
+    /// How many timeouts after an arming the device fires at the latest.
+    fn factor(&self) -> u64 {
+        if self.close_pets {
+            2
+        } else {
+            1
         }
     }
 
@@ -77,10 +93,11 @@ impl WatchdogPlan {
     }
 
     /// The longest timeout (whole seconds, capped) that, armed at `now`, fires by
-    /// `deadline` including the slack; 0 when not even one second fits.
+    /// `deadline` including the slack (and a close's extra pet); 0 when not
+    /// even one second fits.
     pub fn timeout_for(&self, now: Nanos, deadline: Nanos) -> u32 {
         let room = deadline.saturating_sub(now).saturating_sub(self.slack);
-        let s = room.0 / SECOND.0;
+        let s = room.0 / (SECOND.0 * self.factor());
         s.min(u64::from(self.max_timeout_s.max(1))) as u32
     }
 
@@ -108,7 +125,7 @@ impl WatchdogPlan {
                     // The deadline moved earlier: shorten at once.
                     return Action::Arm { timeout_s: t };
                 }
-                let new_fire = now + Nanos::from_secs(u64::from(t));
+                let new_fire = now + Nanos::from_secs(u64::from(t) * self.factor());
                 if new_fire < a.fires_by + self.min_gain {
                     return Action::Nothing;
                 }
@@ -122,10 +139,10 @@ impl WatchdogPlan {
     }
 
     /// After arming or petting with `timeout_s`, the call having returned at
-    /// `returned`: what is armed.
+    /// `returned`: what is armed (`fires_by` counts a close's extra pet).
     pub fn armed(&self, returned: Nanos, timeout_s: u32) -> Armed {
         Armed {
-            fires_by: returned + Nanos::from_secs(u64::from(timeout_s)),
+            fires_by: returned + Nanos::from_secs(u64::from(timeout_s) * self.factor()),
             timeout_s,
         }
     }
@@ -181,8 +198,10 @@ mod tests {
         // Validity at 60.61 s: deadline 58.61; from 1 s, 57.36 s of room after
         // the slack: 57 s.
         let v = ms(60_610);
-        assert_eq!(p.decide(s(1), Some(v), None), Action::Arm { timeout_s: 57 });
-        let a = p.armed(ms(1_001), 57);
+        assert_eq!(p.decide(s(1), Some(v), None), Action::Arm { timeout_s: 28 });
+        let a = p.armed(ms(1_001), 28);
+        // A holder killed just before it fires: closing pets once more.
+        assert_eq!(a.fires_by, ms(57_001));
         assert!(a.fires_by + p.slack <= p.reset_deadline(v));
         // Capped at the device's maximum.
         let far = s(1000);
@@ -201,6 +220,7 @@ mod tests {
             slack: ms(100),
             max_timeout_s: 30,
             min_gain: SECOND,
+            close_pets: true,
         };
         for v_ms in (0..20_000).step_by(137) {
             let v = ms(v_ms);
@@ -210,13 +230,13 @@ mod tests {
                     match p.decide(now, Some(v), armed) {
                         Action::Arm { timeout_s } => {
                             assert!(timeout_s >= 1);
-                            let fire = now + s(u64::from(timeout_s)) + p.slack;
+                            let fire = now + s(2 * u64::from(timeout_s)) + p.slack;
                             assert!(fire <= p.reset_deadline(v), "{now:?} {v:?}");
                             assert!(p.reset_deadline(v) < v);
                         }
                         Action::Pet => {
                             let a = armed.unwrap();
-                            let fire = now + s(u64::from(a.timeout_s)) + p.slack;
+                            let fire = now + s(2 * u64::from(a.timeout_s)) + p.slack;
                             assert!(fire <= p.reset_deadline(v));
                         }
                         Action::Nothing => {
@@ -235,7 +255,10 @@ mod tests {
 
     #[test]
     fn pets_as_validity_moves_and_shortens_when_it_shrinks() {
-        let p = WatchdogPlan::new();
+        let p = WatchdogPlan {
+            close_pets: false,
+            ..WatchdogPlan::new()
+        };
         let a = p.armed(s(0), 20);
         // Validity unchanged (renewal not yet): fire time would not move 1 s.
         assert_eq!(
@@ -258,7 +281,10 @@ mod tests {
 
     #[test]
     fn too_late_leaves_the_device_alone() {
-        let p = WatchdogPlan::new();
+        let p = WatchdogPlan {
+            close_pets: false,
+            ..WatchdogPlan::new()
+        };
         // 1.2 s to the deadline: no whole second fits after the slack.
         assert_eq!(
             p.decide(s(10), Some(ms(13_200)), None),
@@ -286,11 +312,13 @@ mod tests {
         assert_eq!(p.reset_deadline(v), ms(57_390));
         assert_eq!(
             p.decide(ms(50), Some(v), None),
-            Action::Arm { timeout_s: 57 }
+            Action::Arm { timeout_s: 28 }
         );
-        // Renewals stop (paused process): nobody pets; the last arming fires by
-        // 57.05 + slack, before the deadline and before the soft fence's end of
-        // validity; another host can break in only after 60 s of drive time.
+        // Renewals stop (paused process): nobody pets; the arming fires by
+        // 28.05 s. Killed instead (even while paused): the close pets once
+        // more, so by 56.05 s + slack, still before the deadline; another host
+        // can break in only after 60 s of drive time.
+        assert!(p.armed(ms(50), 28).fires_by + p.slack <= p.reset_deadline(v));
     }
 
     #[test]
