@@ -153,7 +153,7 @@ impl Reactor {
             self.execute();
             self.retry_backlog();
             self.deliver_synthetic();
-            self.publish_validity();
+            self.publish_validity(false);
             let now = self.mono();
             let mut wait = self.table.next_timer().map_or(IDLE_WAIT, |t| {
                 Duration::from_nanos((t - now).0).min(IDLE_WAIT)
@@ -196,17 +196,18 @@ impl Reactor {
             }
             self.completed = completed;
         }
-        self.publish_validity();
+        self.publish_validity(true);
         tracing::debug!(reactor = self.cfg.index, "reactor stopped");
     }
 
-    /// Hands the table's earliest validity end to the watchdog, at its cadence.
-    fn publish_validity(&mut self) {
+    /// Hands the table's earliest validity end to the watchdog, at its cadence
+    /// (or now, with `force`).
+    fn publish_validity(&mut self, force: bool) {
         let Some(p) = self.cfg.validity.as_mut() else {
             return;
         };
         let now = Instant::now();
-        if p.due(now) {
+        if force || p.due(now) {
             let origin = self.origin;
             let v = self
                 .table

@@ -201,6 +201,7 @@ impl WatchdogConfig {
             slack: Nanos::from_duration(self.slack),
             max_timeout_s: max,
             min_gain: plan::SECOND,
+            rearm_ahead: plan::SECOND,
             close_pets: matches!(backend, Some(Backend::Device { .. })),
         }
     }
@@ -699,6 +700,7 @@ impl Runner {
                             .saturating_sub(Nanos(self.origin_mono));
                         self.armed = Some(Armed {
                             fires_by: fires,
+                            alive_by: fires,
                             timeout_s: status.fire_timeout,
                         });
                         self.warned_late = false;

@@ -24,6 +24,11 @@ pub struct WatchdogPlan {
     pub max_timeout_s: u32,
     /// Re-arm (pet) when that moves the fire time at least this much later.
     pub min_gain: Nanos,
+    /// Re-arm (with the shorter timeout the deadline then allows) once the
+    /// device would fire within this long while the process is alive: a live
+    /// engine whose renewals fail keeps the host up until just before the
+    /// deadline, so the lease fence (kill path) runs first.
+    pub rearm_ahead: Nanos,
     /// The device is petted once more when its file is closed without the
     /// magic character (Linux's `watchdog_release` does: a holder that dies,
     /// even while stopped, restarts the countdown once). A timeout `T` armed at
@@ -35,9 +40,13 @@ pub struct WatchdogPlan {
 /// What the device is doing, as the watchdog thread last left it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Armed {
-    /// Latest time it fires unless petted: the time the arming call returned
-    /// plus its timeout.
+    /// Latest time it fires unless petted, even if the process dies now (a
+    /// close pets once more): the time the arming call returned plus twice its
+    /// timeout when [`WatchdogPlan::close_pets`], else once.
     pub fires_by: Nanos,
+    /// When it fires unless petted while the file stays open: the time the
+    /// arming call returned plus its timeout.
+    pub alive_by: Nanos,
     /// Its current timeout, seconds.
     pub timeout_s: u32,
 }
@@ -74,6 +83,7 @@ impl WatchdogPlan {
             slack: Nanos::from_millis(250),
             max_timeout_s: 60,
             min_gain: SECOND,
+            rearm_ahead: SECOND,
             close_pets: true,
         }
     }
@@ -126,7 +136,9 @@ impl WatchdogPlan {
                     return Action::Arm { timeout_s: t };
                 }
                 let new_fire = now + Nanos::from_secs(u64::from(t) * self.factor());
-                if new_fire < a.fires_by + self.min_gain {
+                let gains = new_fire >= a.fires_by + self.min_gain;
+                let due = a.alive_by <= now + self.rearm_ahead;
+                if !gains && !due {
                     return Action::Nothing;
                 }
                 if t == a.timeout_s {
@@ -143,6 +155,7 @@ impl WatchdogPlan {
     pub fn armed(&self, returned: Nanos, timeout_s: u32) -> Armed {
         Armed {
             fires_by: returned + Nanos::from_secs(u64::from(timeout_s) * self.factor()),
+            alive_by: returned + Nanos::from_secs(u64::from(timeout_s)),
             timeout_s,
         }
     }
@@ -220,6 +233,7 @@ mod tests {
             slack: ms(100),
             max_timeout_s: 30,
             min_gain: SECOND,
+            rearm_ahead: SECOND,
             close_pets: true,
         };
         for v_ms in (0..20_000).step_by(137) {
@@ -277,6 +291,39 @@ mod tests {
             p.decide(s(5), Some(s(15)), Some(a)),
             Action::Arm { timeout_s: 7 }
         );
+    }
+
+    #[test]
+    fn a_live_engine_keeps_the_host_up_until_just_before_the_deadline() {
+        // Renewals fail (validity frozen at 59.39 s) but the process lives: the
+        // thread re-arms with shrinking timeouts. Simulate its 500 ms ticks and
+        // find when the device would fire.
+        let p = WatchdogPlan::new();
+        let v = ms(59_390);
+        let deadline = p.reset_deadline(v);
+        let mut armed: Option<Armed> = None;
+        let mut now = ms(50);
+        let fired = loop {
+            if let Some(a) = armed {
+                if a.alive_by <= now {
+                    break a.alive_by;
+                }
+            }
+            match p.decide(now, Some(v), armed) {
+                Action::Arm { timeout_s } => armed = Some(p.armed(now, timeout_s)),
+                Action::Pet => armed = Some(p.armed(now, armed.unwrap().timeout_s)),
+                Action::Nothing | Action::TooLate { .. } => {}
+                Action::Disarm => unreachable!(),
+            }
+            // At every moment a death (close pet) still fires by the deadline.
+            assert!(armed.unwrap().fires_by + p.slack <= deadline);
+            now = now + ms(500);
+        };
+        // After the lease fence (validity - 10 s = 49.39 s), in the last
+        // seconds before the deadline (56.05 s with these numbers).
+        assert!(fired > ms(49_390), "{fired:?}");
+        assert!(fired >= ms(55_000), "{fired:?}");
+        assert!(fired <= deadline);
     }
 
     #[test]
