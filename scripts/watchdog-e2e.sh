@@ -6,13 +6,20 @@
 #   1. stop:    the holder is SIGSTOPped while holding EX;
 #   2. kill:    the holder is killed with -9 while holding EX;
 #   3. release: the holder releases normally and its guest stays up past any
-#               timeout the watchdog had.
+#               timeout the watchdog had;
+#   4. wdmd:    (one guest) sanlock's wdmd (Debian's binary, fetched with
+#               `apt-get download sanlock` once into guest-run's cache; skipped
+#               when that fails) owns the
+#               device: a 60 s lease is refused (wdmd's 60 s fire timeout cannot
+#               protect it), a 120 s lease is armed through wdmd (an expiry in
+#               wdmd's log) and disarmed at release (expiry 0).
 #
 # In 1 and 2 the holder's guest must reset (QEMU runs with -no-reboot, so the
 # reset ends the QEMU process: the time it exits is the reset time, seen from
 # outside) strictly before the other guest's acquire succeeds (the time its
 # "granted" line reaches its serial console, seen from outside on the same host
 # clock). In 3 the guest must never reset. Lease 10 s, watchdog margin 2 s.
+# IDM_WATCHDOG_CASES="stop kill" runs only those.
 #
 #   scripts/watchdog-e2e.sh     # PASS/FAIL per case and a summary; exit 0 when all pass
 #
@@ -78,6 +85,32 @@ while [ ! -e /dev/sdc ] || [ ! -e /dev/sg2 ]; do
 done
 disks="/dev/sda /dev/sdb /dev/sdc"
 lock="wd-e2e-$case"
+if [ "$role" = wdmd ]; then
+  # sanlock's wdmd owns the device; the engine registers with it as a client.
+  insmod /root/watchdog.ko 2>/dev/null
+  insmod /root/softdog.ko || { echo "WDMD no softdog"; exit 2; }
+  mkdir -p /run/wdmd /dev/shm
+  mount -t tmpfs shm /dev/shm   # wdmd keeps its "cleanly stopped" mark in POSIX shm
+  /root/wdmd -D -H 0 >/tmp/wdmd.log 2>&1 &
+  i=0
+  until [ -S /run/wdmd/wdmd.sock ]; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "WDMD did not start"; cat /tmp/wdmd.log; exit 2; }
+    sleep 0.1
+  done
+  sock=wdmd:/run/wdmd/wdmd.sock
+  IDM_WATCHDOG_DEVICE=$sock /root/idm doctor 2>&1 | sed -n '/^watchdog/,/would use/p' | sed 's/^/WDMD doctor: /'
+  # lvmlockd's 60 s lease: wdmd's 60 s fire timeout cannot protect it.
+  /root/idm lock --host wdmd-a --lock "$lock" --lease-ms 60000 --watchdog required \
+    --watchdog-device $sock $disks 2>&1 | grep -v INFO | sed 's/^/WDMD 60s: /'
+  # A 120 s lease fits: registered, armed (an expiry), disarmed at release.
+  /root/idm lock --host wdmd-a --lock "$lock" --lease-ms 120000 --watchdog required \
+    --watchdog-device $sock --hold-ms 3000 $disks 2>&1 | sed 's/^/WDMD 120s: /'
+  rc=$?
+  sleep 1
+  grep -iE 'register|test_live|client' /tmp/wdmd.log | sed 's/^/WDMD log: /'
+  echo "WDMD done rc=$rc"
+  exit 0
+fi
 if [ "$role" = holder ]; then
   insmod /root/watchdog.ko 2>/dev/null
   insmod /root/softdog.ko || { echo "HOLDER no softdog"; exit 2; }
@@ -141,6 +174,20 @@ while read -r lib; do
   libs+=(--file "$(readlink -f "$lib"):$lib")
 done < <(ldd "$idm" | awk '/=> \//{print $3} /^[ \t]*\/lib64\//{print $1}' | sort -u)
 mods=(--file "$softdog:/root/softdog.ko")
+# wdmd from Debian's sanlock package (binary only, unpacked into a temp dir), for
+# the wdmd case; the case is skipped when it cannot be fetched.
+# Cached next to guest-run's kernel.
+wdmd_bin=$cache/sanlock/usr/sbin/wdmd
+if [ ! -x "$wdmd_bin" ]; then
+  mkdir -p "$cache/sanlock-deb"
+  (cd "$cache/sanlock-deb" && apt-get download -q sanlock >/dev/null 2>&1 &&
+    dpkg -x sanlock_*.deb "$cache/sanlock") || true
+fi
+if [ -x "$wdmd_bin" ]; then
+  mods+=(--file "$wdmd_bin:/root/wdmd")
+else
+  wdmd_bin=""
+fi
 [ -n "$wdcore" ] && mods+=(--file "$wdcore:/root/watchdog.ko")
 
 # guest NAME ROLE CASE: runs in the background; its console is $work/NAME.console
@@ -179,27 +226,41 @@ watch_line() {
 declare -A verdict
 run_case() { # CASE
   local c=$1
-  echo "== $c: holder $( [ $c = stop ] && echo SIGSTOPped; [ $c = kill ] && echo 'killed -9'; [ $c = release ] && echo 'releases normally') while holding EX"
+  case $c in
+  stop) echo "== $c: holder SIGSTOPped while holding EX" ;;
+  kill) echo "== $c: holder killed -9 while holding EX" ;;
+  release) echo "== $c: holder releases normally" ;;
+  wdmd) echo "== $c: the engine as a client of sanlock's wdmd (one guest)" ;;
+  esac
   local t0
   t0=$(date +%s.%N)
-  guest "h-$c" holder "$c"
-  [ "$c" != release ] && guest "w-$c" waiter "$c"
+  if [ "$c" = wdmd ]; then guest "h-$c" wdmd "$c"; else guest "h-$c" holder "$c"; fi
+  case $c in stop | kill) guest "w-$c" waiter "$c" ;; esac
   local go="" granted=""
   go=$(watch_line "h-$c" 'HOLDER-GO') || true
-  if [ "$c" != release ]; then
-    granted=$(watch_line "w-$c" 'WAITER-GRANTED') || true
-  fi
+  case $c in stop | kill) granted=$(watch_line "w-$c" 'WAITER-GRANTED') || true ;; esac
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
   local hend hrc
   read -r hend hrc <"$work/h-$c.end"
   for g in "h-$c" "w-$c"; do
     [ -f "$work/$g.log" ] || continue
-    grep -E '^(HOLDER|WAITER|granted|released|busy|error|fenced|valid|watchdog|\[ *[0-9.]+\] softdog|.*Initiating system reboot)' "$work/$g.log" |
+    grep -E '^(HOLDER|WAITER|WDMD|granted|released|busy|error|fenced|valid|watchdog|\[ *[0-9.]+\] softdog|.*Initiating system reboot)' "$work/$g.log" |
       grep -v '^HOLDER idm: valid' | sed "s/^/   $g: /" || true
   done
   local rel
   rel() { awk -v a="$1" -v b="$t0" 'BEGIN{ if (a == "") print "-"; else printf "%.2f", a - b }'; }
+  if [ "$c" = wdmd ]; then
+    if [ "$hrc" = 0 ] && grep -q "WDMD 60s: .*cannot protect a 60000 ms lease" "$work/h-$c.log" &&
+      grep -q '^WDMD 120s: granted' "$work/h-$c.log" && grep -q '^WDMD 120s: released' "$work/h-$c.log" &&
+      grep -qE '^WDMD log: .*test_live.*expire [1-9]' "$work/h-$c.log" &&
+      grep -qE '^WDMD log: .*test_live.*expire 0' "$work/h-$c.log"; then
+      verdict[$c]=PASS; echo "   PASS: 60 s lease refused with wdmd's 60 s fire timeout; 120 s lease armed through wdmd and disarmed at release"
+    else
+      verdict[$c]=FAIL; echo "   FAIL"; tail -n 40 "$work/h-$c.log"
+    fi
+    return
+  fi
   if [ "$c" = release ]; then
     echo "   holder guest ended at +$(rel "$hend") s, guest-run exit $hrc (0: the guest finished, no reset)"
     if [ "$hrc" = 0 ] && grep -q '^HOLDER still up' "$work/h-$c.log"; then
@@ -224,14 +285,19 @@ run_case() { # CASE
   fi
 }
 
-for c in ${IDM_WATCHDOG_CASES:-stop kill release}; do
+cases=${IDM_WATCHDOG_CASES:-stop kill release wdmd}
+if [ -z "$wdmd_bin" ] && [ -z "${IDM_WATCHDOG_CASES:-}" ]; then
+  echo "watchdog-e2e: wdmd case skipped (apt-get download sanlock failed)"
+  cases="stop kill release"
+fi
+for c in $cases; do
   run_case "$c"
 done
 
 wall=$(( $(date +%s) - start ))
 fail=0
 summary=""
-for c in ${IDM_WATCHDOG_CASES:-stop kill release}; do
+for c in $cases; do
   summary="$summary $c=${verdict[$c]:-FAIL}"
   [ "${verdict[$c]:-FAIL}" = PASS ] || fail=1
 done
