@@ -31,7 +31,8 @@ elif [ -x "$guest_run" ]; then
   fi
   # Watchdog fencing: two guests on the same simulated drives, the holder's with
   # softdog; a SIGSTOPped or killed holder's guest resets before the other gets
-  # the lock, one that releases never resets (about 2 minutes).
+  # the lock, one that releases never resets; wdmd as the backend (about 2.5
+  # minutes).
   # IDM_SKIP_WATCHDOG=1 skips it.
   if [ "${IDM_SKIP_WATCHDOG:-0}" = 1 ]; then
     echo "test.sh: watchdog end-to-end run skipped (IDM_SKIP_WATCHDOG=1)"
