@@ -18,9 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use idm_engine::fencing::LeasePolicy;
+use idm_engine::api::LockspaceConfig;
 use idm_engine::watchdog::{self, WatchdogConfig};
-use idm_engine::Nanos;
 use serde_json::{json, Value};
 use uring_sg::caps::Capabilities;
 use uring_sg::discovery::{self, Drive, DriveNodes, Roots};
@@ -165,7 +164,9 @@ fn watchdog_report(sys: &std::path::Path) -> (Vec<String>, Value) {
     let mut cfg = WatchdogConfig::from_env().unwrap_or_default();
     cfg.sys = sys.to_path_buf();
     let p = watchdog::probe(&cfg);
-    let lvm = LeasePolicy::for_lease(Nanos::from_secs(60));
+    // lvmlockd's lease with the lockspace defaults (renewal every 10 s, drift
+    // 610 ms).
+    let lvm = LockspaceConfig::new("lvm");
     let mut lines = vec![format!(
         "watchdog (policy {:?} from IDM_WATCHDOG; default off):",
         cfg.policy
@@ -196,10 +197,10 @@ fn watchdog_report(sys: &std::path::Path) -> (Vec<String>, Value) {
         .lease
         .saturating_sub(lvm.drift_margin)
         .saturating_sub(lvm.renew_every)
-        .saturating_sub(Nanos::from_duration(cfg.margin + cfg.slack));
+        .saturating_sub(cfg.margin + cfg.slack);
     let (chosen, fits) = match &p.chosen {
         Ok(b) => {
-            let fits = Nanos::from_duration(b.lead()) <= room;
+            let fits = b.lead() <= room;
             lines.push(format!(
                 "  would use: {}; protects a 60 s lease: {}",
                 b.describe(),
