@@ -326,6 +326,79 @@ mod tests {
         assert!(fired <= deadline);
     }
 
+    /// A seeded simulation of the watchdog thread against a lock whose renewals
+    /// come and go: ticks every 400-600 ms, renewals at random intervals, drives
+    /// dropped now and then (validity shrinks), the holder dying at a random
+    /// moment. Checked at every tick: a death now still fires by the deadline;
+    /// while renewals keep validity far enough ahead, the device never fires.
+    #[test]
+    fn simulated_renewals_pauses_and_deaths() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        };
+        let mut fired = 0;
+        for lease_s in [10u64, 60] {
+            let p = WatchdogPlan::new();
+            let lease = s(lease_s);
+            let drift = ms(lease_s * 10 + 10);
+            let renew_every = Nanos(lease.0 / 6);
+            for _run in 0..200 {
+                let mut now = ms(rnd(1000));
+                let mut v = now + lease - drift;
+                let mut next_renewal = now + renew_every;
+                let mut armed: Option<Armed> = None;
+                let mut renewing = true;
+                let stop_at = now + s(rnd(3 * lease_s) + 1);
+                let mut shrunk = false;
+                while now < stop_at + lease {
+                    if now >= stop_at {
+                        renewing = false;
+                    }
+                    if renewing && now >= next_renewal {
+                        // Sent a little before now, acknowledged now.
+                        v = now.saturating_sub(ms(rnd(50))) + lease - drift;
+                        next_renewal = now + renew_every;
+                        if rnd(20) == 0 {
+                            // A drive dropped: the majority-th send is older.
+                            v = v.saturating_sub(ms(rnd(renew_every.as_millis())));
+                            shrunk = true;
+                        }
+                    }
+                    if let Some(a) = armed {
+                        if a.alive_by <= now {
+                            // Fired while alive: only once validity stopped
+                            // moving (renewals stopped or a shrink).
+                            assert!(!renewing || shrunk, "fired while renewing at {now:?}");
+                            assert!(a.alive_by + p.slack <= p.reset_deadline(v) || shrunk);
+                            assert!(a.alive_by < v, "fired after validity");
+                            fired += 1;
+                            break;
+                        }
+                    }
+                    match p.decide(now, Some(v), armed) {
+                        Action::Arm { timeout_s } => armed = Some(p.armed(now, timeout_s)),
+                        Action::Pet => armed = Some(p.armed(now, armed.unwrap().timeout_s)),
+                        Action::Nothing | Action::TooLate { .. } => {}
+                        Action::Disarm => unreachable!(),
+                    }
+                    if let Some(a) = armed {
+                        // Dying now (the close pets once more) still resets by
+                        // the deadline, unless a shrink left it late.
+                        let late = a.fires_by + p.slack > p.reset_deadline(v);
+                        assert!(!late || shrunk, "late at {now:?}: {a:?} {v:?}");
+                    }
+                    now = now + ms(400 + rnd(200));
+                }
+            }
+        }
+        // Once renewals stopped, every run's host was reset before validity.
+        assert_eq!(fired, 400);
+    }
+
     #[test]
     fn too_late_leaves_the_device_alone() {
         let p = WatchdogPlan {
