@@ -480,6 +480,7 @@ struct Runner {
     armed: Option<Armed>,
     retry_at: Option<Instant>,
     warned_late: bool,
+    warned_unprotected: bool,
 }
 
 fn clock_monotonic_ns() -> u64 {
@@ -502,6 +503,7 @@ impl Runner {
             armed: None,
             retry_at: None,
             warned_late: false,
+            warned_unprotected: false,
         }
     }
 
@@ -520,8 +522,15 @@ impl Runner {
                 self.finish(earliest);
                 return;
             }
-            if let Some(b) = backend {
-                self.step(&b, earliest);
+            match backend {
+                Some(b) => self.step(&b, earliest),
+                None if earliest.is_some() && !self.warned_unprotected => {
+                    self.warned_unprotected = true;
+                    tracing::warn!(
+                        "locks are held without watchdog protection (no watchdog could be used)"
+                    );
+                }
+                None => {}
             }
             if earliest.is_none() {
                 self.reprobe();
@@ -559,6 +568,8 @@ impl Runner {
                 tracing::info!(backend = %b.describe(), "watchdog available");
                 st.backend = Some(b);
                 st.problem = None;
+                // The next lock arms at once.
+                self.retry_at = None;
             }
             Err(e) => st.problem = Some(e),
         }
