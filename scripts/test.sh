@@ -29,6 +29,16 @@ elif [ -x "$guest_run" ]; then
   else
     scripts/lvm-e2e.sh
   fi
+  # Watchdog fencing: two guests on the same simulated drives, the holder's with
+  # softdog; a SIGSTOPped or killed holder's guest resets before the other gets
+  # the lock, one that releases never resets; wdmd as the backend (about 2.5
+  # minutes).
+  # IDM_SKIP_WATCHDOG=1 skips it.
+  if [ "${IDM_SKIP_WATCHDOG:-0}" = 1 ]; then
+    echo "test.sh: watchdog end-to-end run skipped (IDM_SKIP_WATCHDOG=1)"
+  else
+    scripts/watchdog-e2e.sh
+  fi
 else
   echo "test.sh: guest device tests SKIPPED: no guest-run at $guest_run (set GUEST_RUN)"
 fi

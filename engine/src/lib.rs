@@ -16,10 +16,13 @@
 //! - [`lease`]: how long a held lock may be trusted.
 //! - [`fencing`]: when to renew and when to fence.
 //! - [`time`]: [`Nanos`], the monotonic time all of it runs on.
+//! - [`watchdog`]: watchdog fencing; its arithmetic ([`watchdog::WatchdogPlan`])
+//!   is sans-IO, its thread and device I/O are thin.
 //! - [`error`]: [`LockError`], the one error type of lock operations.
 //!
-//! Nothing here does I/O, reads a clock or spawns a thread: the reactor (real
-//! io_uring) and the deterministic simulation (virtual time) drive the same code.
+//! Nothing in the protocol, the lock table or the plans does I/O, reads a clock
+//! or spawns a thread: the reactor (real io_uring) and the deterministic
+//! simulation (virtual time) drive the same code.
 //!
 //! ## DESIGN NOTE: why a held lock is safe to use, and until when
 //!
@@ -105,6 +108,57 @@
 //! ([`fencing::LeasePolicy::next_renewal`]); if renewals fail, fencing fires while
 //! the lease is still valid, never after.
 //!
+//! **Watchdog** ([`watchdog`], off by default). The fence above runs on our own
+//! threads; a paused or killed process, a hung host or a crashed lvmlockd runs
+//! none of them. With a watchdog, the host itself is reset before validity ends.
+//! The engine's watchdog thread takes the earliest validity `V` over every held
+//! lock (each reactor publishes [`locks::LockTable::earliest_validity`] every
+//! 250 ms, and at once when its first lock is held) and keeps the reset
+//! deadline `R = V - margin` (default 2 s; `V` already has the drift margin
+//! off). `/dev/watchdog` takes whole seconds and Linux pets it once more when
+//! its file is closed without the magic `'V'` (a killed holder), so an arming at
+//! `a` with timeout `T` fires by `a + T` while the process lives and by `a + 2T`
+//! if it dies; the thread only arms `T = floor((R - a - slack) / 2)` (slack
+//! 250 ms), so `a + 2T + slack <= R` at every arming ([`watchdog::WatchdogPlan`],
+//! tested over a grid), and it re-arms with the shorter `T` the deadline allows
+//! before the device would fire while the process is alive. If nothing pets it
+//! (process stopped, hung, dead), the last arming fires by `R`; if the engine
+//! lives but cannot renew, it keeps re-arming with shrinking timeouts and the
+//! host resets in the last seconds before `R`, after the lease fence had its
+//! `fence_margin`. Nothing held: disarmed (magic close). A wdmd backend fires
+//! `fire_timeout` after its last pet and pets only while our expiry `E` (whole
+//! seconds of `CLOCK_MONOTONIC`) is in the future, so the engine sends
+//! `E = floor(R - fire_timeout - slack)` and needs
+//! `lease - drift - renew_every - margin - slack >= fire_timeout`.
+//!
+//! With lvmlockd's numbers (lease 60 s, renewal every 10 s, drift 0.61 s,
+//! fence margin 10 s, watchdog margin 2 s), for the last renewal whose majority
+//! was sent at `s`: `V = s + 59.39`, the lease fence fires at `s + 49.39`, the
+//! reset deadline is `R = s + 57.39`, and no other host can be granted before
+//! `s + 60` of drive time (`>= V` of host time). Just after that renewal the
+//! device is armed with `T = 28 s`. A process paused right after it resets the
+//! host by about `s + 29`; one killed at any moment, by `s + 57.1`; a live
+//! engine whose renewals fail, at about `s + 56` (after the fence, before `R`).
+//! wdmd with its default 60 s fire timeout cannot protect a 60 s lease (it needs
+//! at most 47 s) and is refused with a clear error (required) or logged (auto).
+//!
+//! *A quick restart with the same host ID.* The crashed process's device file
+//! was closed without the magic character: the timer runs (fires by `R`) and
+//! sysfs says `active`. A restarted engine never opens an active watchdog
+//! (re-opening pets it, past a deadline it cannot know), so its locks are
+//! refused while "required" (and unprotected under "auto", logged) until the
+//! host resets by `R`. The drives would let it take its own mutexes back at
+//! once, but the LVs the crashed process held may be in use while nobody
+//! renews them: with a watchdog a crash of the holder costs a reset, as
+//! sanlock's does when it dies with leases held (wdmd keeps testing a dead
+//! client's expiry). Without a watchdog the restart re-takes its locks as
+//! before and nothing resets.
+//!
+//! *Known window.* A grant is answered before the watchdog thread has armed for
+//! it (one wake-up later: well under a millisecond here, about 0.1-0.3 s under
+//! software emulation); a crash inside that window is covered by the lease
+//! fence only.
+//!
 //! **LVB.** The lock value block is written with the unlock at release (a "write
 //! LVB" only updates [`protocol::LockState::lvb`]); byte 7 does not survive the
 //! drive (the wire overwrites it with the control byte) and always reads back as 0.
@@ -118,6 +172,7 @@ pub mod locks;
 pub mod protocol;
 pub mod reactor;
 pub mod time;
+pub mod watchdog;
 
 pub use error::LockError;
 pub use time::Nanos;

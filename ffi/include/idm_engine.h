@@ -389,6 +389,19 @@ int idm_lockspace_close(struct idm_lockspace *l, int release);
 int idm_lockspace_inject_fault(const struct idm_lockspace *l, uint32_t percent);
 
 /**
+ * Until when held lock `lock_id` (64 bytes) of lockspace `l` is valid, as
+ * `CLOCK_MONOTONIC` nanoseconds in `*mono_ns` (compare with
+ * `clock_gettime(CLOCK_MONOTONIC)`): the end of its lease as this host can prove
+ * it, drift margin taken off. The engine fences the lockspace a fence margin
+ * (lease / 6) before it and, with a watchdog (`IDM_WATCHDOG`), resets the host
+ * before it; a caller that checks before acting needs `now + time to act` below
+ * it. Renewals move it forward. 0, or `-ENOENT` when the lock is not held (or no
+ * validity is left), `-EINVAL` for NULL pointers. Blocks for one round trip to
+ * the lock's reactor (no drive command).
+ */
+int idm_lockspace_valid_until(const struct idm_lockspace *l, const uint8_t *lock_id, uint64_t *mono_ns);
+
+/**
  * Submits `n` operations without waiting for drives. Returns `n` (each
  * operation then completes exactly once, invalid ones at once with their error)
  * or a negative errno if the batch itself is invalid (NULL pointers).

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use ::idm_engine::api::{FenceAction, LockOptions, Lockspace, LockspaceConfig, OpFuture};
 use ::idm_engine::locks::OpKind;
+use ::idm_engine::watchdog::WatchdogConfig;
 use crossbeam::queue::SegQueue;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use uring_sg::{HostId, LockId, Lvb, Mode};
@@ -469,7 +470,12 @@ fn engine_new(cfg: &idm_engine_config) -> Result<Box<idm_engine>, i32> {
         tracing::error!(error = %e, "bad drive source");
         errno::EINVAL
     })?;
+    let watchdog = WatchdogConfig::from_env().map_err(|e| {
+        tracing::error!(error = %e, "bad watchdog setting");
+        errno::EINVAL
+    })?;
     let drives = Drives::start(source, |c| {
+        c.watchdog = watchdog;
         if cfg.reactors > 0 {
             c.reactors = cfg.reactors as usize;
         }
@@ -783,6 +789,44 @@ pub extern "C" fn idm_lockspace_inject_fault(l: *const idm_lockspace, percent: u
             .ls
             .inject_fault(percent)
             .map_err(|e| e.errno())
+    })
+}
+
+/// Until when held lock `lock_id` (64 bytes) of lockspace `l` is valid, as
+/// `CLOCK_MONOTONIC` nanoseconds in `*mono_ns` (compare with
+/// `clock_gettime(CLOCK_MONOTONIC)`): the end of its lease as this host can prove
+/// it, drift margin taken off. The engine fences the lockspace a fence margin
+/// (lease / 6) before it and, with a watchdog (`IDM_WATCHDOG`), resets the host
+/// before it; a caller that checks before acting needs `now + time to act` below
+/// it. Renewals move it forward. 0, or `-ENOENT` when the lock is not held (or no
+/// validity is left), `-EINVAL` for NULL pointers. Blocks for one round trip to
+/// the lock's reactor (no drive command).
+#[no_mangle]
+pub extern "C" fn idm_lockspace_valid_until(
+    l: *const idm_lockspace,
+    lock_id: *const u8,
+    mono_ns: *mut u64,
+) -> c_int {
+    guarded("idm_lockspace_valid_until", || {
+        let l = lockspace_ref(l)?;
+        if lock_id.is_null() || mono_ns.is_null() {
+            return Err(errno::EINVAL);
+        }
+        let mut id = [0u8; 64];
+        id.copy_from_slice(slice_of(lock_id, 64));
+        let until =
+            l.ls.valid_until(LockId(id))
+                .map_err(|e| e.errno())?
+                .ok_or(errno::ENOENT)?;
+        let now = std::time::Instant::now();
+        let mono_now =
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_err(|e| e as i32)?;
+        let now_ns = (mono_now.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(mono_now.tv_nsec() as u64);
+        let left = until.saturating_duration_since(now).as_nanos() as u64;
+        write_out(mono_ns, now_ns.saturating_add(left));
+        Ok(())
     })
 }
 

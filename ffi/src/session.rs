@@ -46,6 +46,14 @@
 //! lockspace only refuses new work once fenced, with `-ETIME`). Either may be set
 //! at any time and applies at once.
 //!
+//! **Watchdog** (`IDM_WATCHDOG=off|auto|required`, default off;
+//! `IDM_WATCHDOG_DEVICE`, `IDM_WATCHDOG_MARGIN_MS`): with `auto` or `required`
+//! the engine arms sanlock's wdmd (when it runs) or `/dev/watchdog` while any
+//! lock is held, so that a paused, killed or hung lvmlockd resets the host before
+//! the leases of its locks can end on the drives; with `required`, `ilm_lock`
+//! fails with `-ENODEV` while no watchdog can be armed. See the engine's design
+//! note ("Watchdog") for the timing.
+//!
 //! **Host ID.** Default: the engine's per-host ID (`/etc/machine-id`), so a
 //! restarted lvmlockd takes its own stale locks back at once. Two processes on
 //! one host that must exclude each other set different IDs (`ilm_set_host_id`,
@@ -65,6 +73,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use idm_engine::api::{EngineError, FenceAction, LockOptions, Lockspace, LockspaceConfig};
+use idm_engine::watchdog::WatchdogConfig;
 use idm_engine::LockError;
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
@@ -198,7 +207,13 @@ pub(crate) fn global() -> Result<&'static Global, i32> {
                 .and_then(|s| s.parse::<usize>().ok())
                 .filter(|n| (1..=64).contains(n));
             let timing = Timing::from_env();
+            let watchdog = WatchdogConfig::from_env().map_err(|e| {
+                tracing::error!(error = %e, "bad watchdog setting");
+                errno::EINVAL
+            })?;
+            let watchdog_policy = watchdog.policy;
             let drives = Drives::start(source.clone(), |c| {
+                c.watchdog = watchdog;
                 c.name = format!("ilm-{}", std::process::id());
                 c.command_timeout = timing.command_timeout;
                 if let Some(n) = reactors {
@@ -214,6 +229,7 @@ pub(crate) fn global() -> Result<&'static Global, i32> {
                 reactors = drives.engine.reactors(),
                 lock_wait_ms = timing.lock_wait.as_millis() as u64,
                 command_timeout_ms = timing.command_timeout.as_millis() as u64,
+                watchdog = ?watchdog_policy,
                 "ilm engine started"
             );
             Ok(Global {

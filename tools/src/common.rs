@@ -64,6 +64,7 @@ pub fn errno_name(e: i32) -> &'static str {
         11 => "EAGAIN",
         12 => "ENOMEM",
         16 => "EBUSY",
+        19 => "ENODEV",
         22 => "EINVAL",
         62 => "ETIME",
         104 => "ECONNRESET",

@@ -2,7 +2,9 @@
 //!
 //! Prints the kernel, io_uring features and opcodes, which transports can run,
 //! every drive found (with its IDM version, or "not an IDM drive"), which nodes
-//! cannot be opened (permissions), and what is missing. `--json` prints the same
+//! cannot be opened (permissions), which watchdog the engine would use (wdmd,
+//! the device, or none, and whether it can protect a 60 s lease; nothing is
+//! armed), and what is missing. `--json` prints the same
 //! as one JSON object.
 //!
 //! Drives are probed with one read-only command each: the IDM version page
@@ -16,6 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use idm_engine::api::LockspaceConfig;
+use idm_engine::watchdog::{self, WatchdogConfig};
 use serde_json::{json, Value};
 use uring_sg::caps::Capabilities;
 use uring_sg::discovery::{self, Drive, DriveNodes, Roots};
@@ -154,8 +158,78 @@ fn drive_json(d: &Drive, p: &Probe) -> Value {
     })
 }
 
+/// The watchdog section: what `IDM_WATCHDOG_DEVICE` (or the defaults) would
+/// use, without arming anything, and whether it can protect lvmlockd's lease.
+fn watchdog_report(sys: &std::path::Path) -> (Vec<String>, Value) {
+    let mut cfg = WatchdogConfig::from_env().unwrap_or_default();
+    cfg.sys = sys.to_path_buf();
+    let p = watchdog::probe(&cfg);
+    // lvmlockd's lease with the lockspace defaults (renewal every 10 s, drift
+    // 610 ms).
+    let lvm = LockspaceConfig::new("lvm");
+    let mut lines = vec![format!(
+        "watchdog (policy {:?} from IDM_WATCHDOG; default off):",
+        cfg.policy
+    )];
+    let wdmd_text = match &p.wdmd {
+        Ok(s) => format!(
+            "running (test interval {} s, fire timeout {} s)",
+            s.test_interval, s.fire_timeout
+        ),
+        Err(e) => format!("not usable: {e}"),
+    };
+    lines.push(format!(
+        "  wdmd ({}): {wdmd_text}",
+        cfg.wdmd_socket.display()
+    ));
+    let dev_text = match &p.device {
+        Ok(i) => format!(
+            "available ({}, max timeout {})",
+            i.identity.as_deref().unwrap_or("driver unknown"),
+            i.max_timeout.map_or("unknown".into(), |m| format!("{m} s"))
+        ),
+        Err(e) => format!("not usable: {e}"),
+    };
+    lines.push(format!("  device ({}): {dev_text}", cfg.device.display()));
+    // The lead a backend needs against lvmlockd's 60 s lease (renewal every
+    // 10 s, 2 s watchdog margin by default).
+    let room = lvm
+        .lease
+        .saturating_sub(lvm.drift_margin)
+        .saturating_sub(lvm.renew_every)
+        .saturating_sub(cfg.margin + cfg.slack);
+    let (chosen, fits) = match &p.chosen {
+        Ok(b) => {
+            let fits = b.lead() <= room;
+            lines.push(format!(
+                "  would use: {}; protects a 60 s lease: {}",
+                b.describe(),
+                if fits {
+                    "yes"
+                } else {
+                    "no (fire timeout too long)"
+                }
+            ));
+            (Some(b.describe()), Some(fits))
+        }
+        Err(e) => {
+            lines.push(format!("  would use: nothing ({e})"));
+            (None, None)
+        }
+    };
+    let v = json!({
+        "policy": format!("{:?}", cfg.policy).to_lowercase(),
+        "wdmd": p.wdmd.as_ref().map(|s| json!({"test_interval": s.test_interval, "fire_timeout": s.fire_timeout})).map_err(|e| e.clone()).unwrap_or_else(|e| json!({"error": e})),
+        "device": p.device.as_ref().map(|i| json!({"path": cfg.device, "identity": i.identity, "max_timeout": i.max_timeout})).map_err(|e| e.clone()).unwrap_or_else(|e| json!({"error": e})),
+        "chosen": chosen,
+        "protects_60s_lease": fits,
+    });
+    (lines, v)
+}
+
 /// Runs `idm doctor`.
 pub fn run(args: Args) -> ExitCode {
+    let (wd_lines, wd_json) = watchdog_report(&args.sys);
     let caps = Capabilities::detect_in(&args.dev);
     let roots = Roots {
         sys: args.sys.clone(),
@@ -200,6 +274,7 @@ pub fn run(args: Args) -> ExitCode {
             })).collect::<Vec<_>>(),
             "drives": scan.drives.iter().zip(&probes).map(|(d, p)| drive_json(d, p)).collect::<Vec<_>>(),
             "distinct_drives": groups.len(),
+            "watchdog": wd_json,
             "missing": missing,
         });
         outln!("{out:#}");
@@ -227,6 +302,9 @@ pub fn run(args: Args) -> ExitCode {
                 scan.drives.len(),
                 groups.len()
             );
+        }
+        for l in &wd_lines {
+            outln!("{l}");
         }
         if !missing.is_empty() {
             outln!("missing:");

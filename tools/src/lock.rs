@@ -125,6 +125,19 @@ pub fn run(args: Args) -> ExitCode {
             args.mode,
             args.target.drives.len()
         );
+        if let Ok(Some(until)) = ls.valid_until(args.target.lock) {
+            outln!(
+                "valid for {} ms more (renewed every {} ms)",
+                until.saturating_duration_since(Instant::now()).as_millis(),
+                args.lease_ms / 6
+            );
+        }
+        if let Some(w) = ls.engine().watchdog() {
+            match w.backend {
+                Ok(b) => outln!("watchdog ({:?}): {b}", w.policy),
+                Err(e) => outln!("watchdog ({:?}): none: {e}", w.policy),
+            }
+        }
     }
     let granted = Instant::now();
     let hold = Duration::from_millis(args.hold_ms);

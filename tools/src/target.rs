@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idm_engine::api::{DeviceOpener, Engine, EngineConfig, Lockspace, LockspaceConfig};
+use idm_engine::watchdog::{WatchdogConfig, WatchdogPolicy};
 use uring_sg::{LockId, Mode};
 
 /// The lock and its drives.
@@ -26,6 +27,16 @@ pub struct LockTarget {
     /// taking over from an expired holder takes on real drives.
     #[arg(long, default_value_t = 5_000)]
     pub command_timeout_ms: u64,
+    /// Watchdog fencing: off, auto (use wdmd or the device when present) or
+    /// required (refuse the lock without one).
+    #[arg(long, env = "IDM_WATCHDOG", default_value = "off")]
+    pub watchdog: WatchdogPolicy,
+    /// The watchdog device (default /dev/watchdog, after wdmd), or `wdmd:SOCKET`.
+    #[arg(long, env = "IDM_WATCHDOG_DEVICE")]
+    pub watchdog_device: Option<String>,
+    /// Reset the host at least this long before the lock's validity ends, ms.
+    #[arg(long, env = "IDM_WATCHDOG_MARGIN_MS")]
+    pub watchdog_margin_ms: Option<u64>,
 }
 
 impl LockTarget {
@@ -33,15 +44,21 @@ impl LockTarget {
     /// lockspace in it built from `cfg`. The lockspace keeps the engine running.
     pub fn open(&self, cfg: LockspaceConfig) -> Result<Lockspace, String> {
         let timeout = Duration::from_millis(self.command_timeout_ms.max(1));
+        let margin = self.watchdog_margin_ms.map(|m| m.to_string());
+        let mut wd =
+            WatchdogConfig::parse(None, self.watchdog_device.as_deref(), margin.as_deref())?;
+        wd.policy = self.watchdog;
         let engine = match &self.sim {
             Some(addr) => Engine::on_sim_server(addr, |c| {
                 c.reactors = 1;
                 c.command_timeout = timeout;
+                c.watchdog = wd;
             }),
             None => {
                 let mut c = EngineConfig::new(Arc::new(DeviceOpener::new()));
                 c.reactors = 1;
                 c.command_timeout = timeout;
+                c.watchdog = wd;
                 Engine::start(c)
             }
         }

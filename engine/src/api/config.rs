@@ -9,6 +9,7 @@ use uring_sg::transport::Transport;
 use uring_sg::HostId;
 
 use super::EngineError;
+use crate::watchdog::WatchdogConfig;
 
 /// Opens the paths of one drive, as named by a caller, for one reactor.
 ///
@@ -44,6 +45,9 @@ pub struct EngineConfig {
     pub name: String,
     /// Seed for backoff jitter (replayable runs); default from the clock.
     pub seed: u64,
+    /// Watchdog fencing ([`crate::watchdog`]); default off. One watchdog (one
+    /// device) per engine, covering every lock of every lockspace.
+    pub watchdog: WatchdogConfig,
 }
 
 impl EngineConfig {
@@ -60,6 +64,7 @@ impl EngineConfig {
             seed: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
+            watchdog: WatchdogConfig::default(),
         }
     }
 }
@@ -118,6 +123,12 @@ pub struct LockspaceConfig {
     pub drift_margin: Duration,
     /// What fencing does.
     pub fence: FenceAction,
+    /// Refuse locks ([`EngineError::NoWatchdog`]) unless the engine's watchdog
+    /// can protect them (its policy is not off and a backend can be armed for
+    /// this lease); default false. An engine whose policy is
+    /// [`crate::watchdog::WatchdogPolicy::Required`] requires it of every
+    /// lockspace.
+    pub require_watchdog: bool,
 }
 
 impl LockspaceConfig {
@@ -132,6 +143,7 @@ impl LockspaceConfig {
             fence_margin: lease / 6,
             drift_margin: lease / 100 + Duration::from_millis(10),
             fence: FenceAction::None,
+            require_watchdog: false,
         }
     }
 

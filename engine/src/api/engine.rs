@@ -13,6 +13,7 @@ use crate::reactor::msg::Msg;
 use crate::reactor::stats::ReactorStats;
 use crate::reactor::wake::Wake;
 use crate::reactor::{Reactor, ReactorConfig};
+use crate::watchdog::{Watchdog, WatchdogState};
 
 /// One reactor as the callers see it: its queue and its wake-up.
 pub(crate) struct ReactorHandle {
@@ -38,6 +39,8 @@ pub(crate) struct Inner {
     _keep: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
     /// Simulated drive names, for [`Engine::simulated`].
     sim_drives: Vec<String>,
+    /// The watchdog, unless its policy is off.
+    pub(crate) watchdog: Option<Watchdog>,
 }
 
 impl Inner {
@@ -61,6 +64,10 @@ impl Drop for Inner {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();
+        }
+        // After the reactors' last publications: disarmed when nothing is held.
+        if let Some(w) = &self.watchdog {
+            w.stop();
         }
     }
 }
@@ -92,6 +99,8 @@ impl Engine {
                 cfg.reactors
             )));
         }
+        let watchdog = Watchdog::start(cfg.watchdog.clone(), cfg.reactors, &cfg.name)
+            .map_err(|e| EngineError::Start(format!("watchdog thread: {e}")))?;
         let mut reactors = Vec::new();
         let mut threads = Vec::new();
         for index in 0..cfg.reactors {
@@ -104,6 +113,7 @@ impl Engine {
                 ring_entries: cfg.ring_entries,
                 seed: cfg.seed,
                 opener: cfg.opener.clone(),
+                validity: watchdog.as_ref().map(|w| w.publisher(index)),
             };
             // The ring is made on the reactor's own thread; its success or
             // failure comes back before start returns.
@@ -137,6 +147,7 @@ impl Engine {
                 next_lockspace: AtomicU32::new(1),
                 _keep: Mutex::new(keep),
                 sim_drives,
+                watchdog,
             }),
         })
     }
@@ -181,5 +192,10 @@ impl Engine {
     /// Reactor threads.
     pub fn reactors(&self) -> usize {
         self.inner.reactors.len()
+    }
+
+    /// What the engine's watchdog is doing (`None`: policy off).
+    pub fn watchdog(&self) -> Option<WatchdogState> {
+        self.inner.watchdog.as_ref().map(Watchdog::state)
     }
 }

@@ -3,6 +3,9 @@
 use crate::error::LockError;
 use uring_sg::codec::answer::libc_errno;
 
+/// `ENODEV`: no watchdog device to arm.
+const ENODEV: i32 = 19;
+
 /// Why an engine call failed.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum EngineError {
@@ -35,6 +38,9 @@ pub enum EngineError {
     /// The engine could not start (ring, threads, simulator).
     #[error("engine start failed: {0}")]
     Start(String),
+    /// The lockspace requires a watchdog and none can be armed.
+    #[error("watchdog required but not available: {0}")]
+    NoWatchdog(String),
 }
 
 impl EngineError {
@@ -49,6 +55,7 @@ impl EngineError {
             EngineError::InvalidArgument(_) => libc_errno::EINVAL,
             EngineError::Stopped => libc_errno::EIO,
             EngineError::Start(_) => libc_errno::EIO,
+            EngineError::NoWatchdog(_) => ENODEV,
         }
     }
 }
@@ -65,5 +72,6 @@ mod tests {
         assert_eq!(EngineError::Fenced("vg".into()).errno(), 62);
         assert_eq!(EngineError::InvalidArgument("x".into()).errno(), 22);
         assert_eq!(EngineError::Stopped.errno(), 5);
+        assert_eq!(EngineError::NoWatchdog("none".into()).errno(), 19);
     }
 }

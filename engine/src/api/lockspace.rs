@@ -16,6 +16,7 @@ use crate::locks::OpOutput;
 use crate::reactor::msg::{DriveNames, LockspaceId, Msg, OpRequest, OpResult};
 use crate::reactor::stopped;
 use crate::time::Nanos;
+use crate::watchdog::WatchdogPolicy;
 
 /// The part of a lockspace its reactors share: identity, lease policy, fencing.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct LockspaceShared {
     pub renew_paused: AtomicBool,
     /// Share (percent) of drive commands that fail with EIO (`ilm_inject_fault`).
     pub fault_pct: AtomicU32,
+    /// Locks are refused unless the engine's watchdog can protect them.
+    pub require_watchdog: bool,
     fence: Mutex<FenceAction>,
 }
 
@@ -57,6 +60,7 @@ impl LockspaceShared {
             fenced: AtomicBool::new(false),
             renew_paused: AtomicBool::new(false),
             fault_pct: AtomicU32::new(0),
+            require_watchdog: cfg.require_watchdog,
             fence: Mutex::new(cfg.fence),
         }
     }
@@ -243,6 +247,9 @@ impl Lockspace {
         drives: &[impl AsRef<str>],
         opts: LockOptions,
     ) -> OpFuture<()> {
+        if let Err(e) = self.watchdog_check() {
+            return OpFuture::failed(e);
+        }
         let drives = match DriveNames::new(drives) {
             Ok(d) => d,
             Err(e) => return OpFuture::failed(e),
@@ -254,6 +261,42 @@ impl Lockspace {
             no_wait: opts.no_wait,
         };
         self.submit(id, req, done)
+    }
+
+    /// `Err(NoWatchdog)` when this lockspace (or the engine's policy) requires a
+    /// watchdog and none can protect this lockspace's leases.
+    fn watchdog_check(&self) -> Result<(), EngineError> {
+        let wd = self.engine.inner.watchdog.as_ref();
+        let required = self.shared.require_watchdog
+            || wd.is_some_and(|w| w.policy() == WatchdogPolicy::Required);
+        if !required {
+            return Ok(());
+        }
+        match wd {
+            None => Err(EngineError::NoWatchdog(
+                "the engine's watchdog policy is off".into(),
+            )),
+            Some(w) => w
+                .usable_for(&self.shared.policy)
+                .map_err(EngineError::NoWatchdog),
+        }
+    }
+
+    /// Until when held lock `id` is valid: the end of its lease as this host
+    /// can prove it (the majority-th latest send time plus the countdown, minus
+    /// the drift margin; crate docs, DESIGN NOTE). `None` when it is not held
+    /// (or no validity is left). The engine fences the lockspace `fence_margin`
+    /// before this time and, with a watchdog, resets the host before it: a
+    /// caller that checks before acting needs `now + time to act < valid_until`.
+    /// Renewals move it forward; ask again after each check.
+    pub fn valid_until(&self, id: LockId) -> Result<Option<Instant>, EngineError> {
+        let (c, p) = pair(|| None);
+        self.engine.inner.reactor_for(&id).send(Msg::ValidUntil {
+            ls: self.shared.id,
+            lock: id,
+            done: c,
+        })?;
+        Ok(p.wait())
     }
 
     /// Blocking [`Lockspace::lock_async`].
@@ -385,6 +428,11 @@ impl Lockspace {
     /// Whether this lockspace was fenced (it then refuses new locks).
     pub fn is_fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The engine this lockspace belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The lockspace's name.

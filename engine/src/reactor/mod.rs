@@ -41,6 +41,7 @@ use crate::locks::{
 };
 use crate::protocol::Now;
 use crate::time::Nanos;
+use crate::watchdog::ValidityPublisher;
 use drives::DriveRegistry;
 use msg::{DriveNames, Msg, OpRequest};
 use ring::Ring;
@@ -69,6 +70,8 @@ pub struct ReactorConfig {
     pub seed: u64,
     /// How drives are opened.
     pub opener: Arc<dyn DriveOpener>,
+    /// Where the earliest validity of the held locks goes (the watchdog).
+    pub validity: Option<ValidityPublisher>,
 }
 
 /// One drive command in the ring (or waiting for room in its transport).
@@ -150,6 +153,7 @@ impl Reactor {
             self.execute();
             self.retry_backlog();
             self.deliver_synthetic();
+            self.publish_validity(false);
             let now = self.mono();
             let mut wait = self.table.next_timer().map_or(IDLE_WAIT, |t| {
                 Duration::from_nanos((t - now).0).min(IDLE_WAIT)
@@ -192,7 +196,25 @@ impl Reactor {
             }
             self.completed = completed;
         }
+        self.publish_validity(true);
         tracing::debug!(reactor = self.cfg.index, "reactor stopped");
+    }
+
+    /// Hands the table's earliest validity end to the watchdog, at its cadence
+    /// (or now, with `force`).
+    fn publish_validity(&mut self, force: bool) {
+        let Some(p) = self.cfg.validity.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if force || p.due(now) {
+            let origin = self.origin;
+            let v = self
+                .table
+                .earliest_validity()
+                .map(|n| origin + n.to_duration());
+            p.publish(now, v);
+        }
     }
 
     /// Monotonic now.
@@ -248,6 +270,10 @@ impl Reactor {
                     self.execute();
                 }
                 Ok(Msg::Stats(done)) => done.complete(Some(self.snapshot_stats())),
+                Ok(Msg::ValidUntil { ls, lock, done }) => {
+                    let v = self.table.validity(ls, lock);
+                    done.complete(v.map(|n| self.origin + n.to_duration()));
+                }
                 Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }

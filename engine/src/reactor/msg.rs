@@ -116,6 +116,16 @@ pub enum Msg {
         /// Completed once every lock of the lockspace here is gone.
         done: Completer<()>,
     },
+    /// Until when held lock `lock` of `ls` is valid (`None`: not held here, or
+    /// no validity left).
+    ValidUntil {
+        /// The lockspace.
+        ls: LockspaceId,
+        /// The lock.
+        lock: LockId,
+        /// Where the answer goes.
+        done: Completer<Option<Instant>>,
+    },
     /// Ask for this reactor's statistics.
     Stats(Completer<Option<ReactorStats>>),
     /// Finish: release nothing, stop the thread once in-flight commands are reaped.

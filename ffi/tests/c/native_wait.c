@@ -5,6 +5,8 @@
  * an eventfd left readable by a concurrent reap made it return 0 at once).
  */
 #include <idm_engine.h>
+#include <errno.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -52,7 +54,22 @@ int main(void)
 	}
 	for (int round = 0; round < 5; round++) {
 		run(e, l, ops, IDM_OP_LOCK);
+		if (round == 0) {
+			/* A held lock's validity: in the future, within the 60 s lease. */
+			uint64_t until = 0;
+			struct timespec ts;
+			CHECK_RC(idm_lockspace_valid_until(l, ops[7].lock_id, &until), 0);
+			CHECK_RC(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+			uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+			CHECK(until > now);
+			CHECK(until <= now + 60ull * 1000000000ull);
+			CHECK_RC(idm_lockspace_valid_until(l, ops[7].lock_id, NULL), -EINVAL);
+		}
 		run(e, l, ops, IDM_OP_UNLOCK);
+	}
+	{
+		uint64_t until = 0;
+		CHECK_RC(idm_lockspace_valid_until(l, ops[7].lock_id, &until), -ENOENT);
 	}
 	/* Nothing outstanding: a short wait times out with 0. */
 	{
