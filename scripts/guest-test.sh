@@ -14,7 +14,7 @@ bin=$(cargo test -p uring-sg --test guest_devices --no-run --message-format=json
   sed -n 's/.*"executable":"\([^"]*guest_devices[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "guest-test: could not build the guest_devices test binary" >&2; exit 2; }
 cargo build -q -p idm-tools
-idm=target/debug/idm
+idm=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/idm
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -26,7 +26,7 @@ if [ -n "${IDM_LIB_DIR:-}" ]; then
 	libdir=$IDM_LIB_DIR
 else
 	(cd "$root" && cargo build --release -p idm-ffi)
-	libdir=${CARGO_TARGET_DIR:-$root/target}/release
+	libdir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 fi
 for f in libseagate_ilm.so libseagate_ilm.a; do
 	if [ ! -f "$libdir/$f" ]; then

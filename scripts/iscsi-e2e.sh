@@ -29,7 +29,7 @@ if ! ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1; then
 fi
 
 cargo build -q -p idm-tools
-idm=$PWD/target/debug/idm
+idm=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/idm
 work=$(mktemp -d)
 sim_pid=
 cleanup() {
