@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use idm_tests::chaos::{run, Config};
+use idm_tests::chaos::{run, Config, FaultKind};
 
 /// Client processes linking libseagate_ilm contend for one lock on an `idm sim`
 /// server while clients are killed and paused and a minority of drives fails.
@@ -52,6 +52,11 @@ struct Args {
     /// Print every injected event.
     #[arg(long)]
     verbose: bool,
+    /// Drive faults to draw from: `all`, `answered` (stall-short, stall-long,
+    /// io-error: every command still answered), or a comma-separated list of
+    /// stall-short, stall-long, io-error, drop, stop, power-cycle.
+    #[arg(long, default_value = "all")]
+    faults: String,
     /// A killed holder's restarted process must be the next to enter the lock
     /// (fails on today's engine: its acquire unlocks the leftover first).
     #[arg(long)]
@@ -81,6 +86,23 @@ fn main() -> ExitCode {
     cfg.verbose = a.verbose;
     cfg.log_level = a.log_level;
     cfg.strict_take_back = a.strict_take_back;
+    cfg.faults = match a.faults.as_str() {
+        "all" => FaultKind::ALL.to_vec(),
+        "answered" => FaultKind::ANSWERED.to_vec(),
+        list => {
+            let mut v = Vec::new();
+            for name in list.split(',').filter(|n| !n.is_empty()) {
+                match FaultKind::from_name(name) {
+                    Some(k) => v.push(k),
+                    None => {
+                        eprintln!("idm-chaos: unknown fault kind `{name}`");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            v
+        }
+    };
     println!(
         "idm-chaos: seed {seed}; replay the schedule with --seed {seed} (process timing differs)"
     );

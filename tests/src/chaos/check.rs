@@ -115,10 +115,16 @@ pub struct Verdict {
     pub sections: Vec<Section>,
     /// Critical sections per slot.
     pub sections_by_slot: BTreeMap<usize, usize>,
-    /// Overlaps excused because a holder paused in its section was fenced.
+    /// Stale sections (see the module docs) that overlapped others: paused in
+    /// the section.
     pub excused_in_section: usize,
-    /// Overlaps excused because a process paused inside `ilm_lock` was fenced.
+    /// Stale sections that overlapped others: paused inside `ilm_lock`.
     pub excused_in_lock: usize,
+    /// Sections of others that overlapped a stale section (excused).
+    pub excused_overlapped: usize,
+    /// Of those, the ones still running when the stale holder resumed (it
+    /// could act before its fence arrived: issue 14).
+    pub excused_after_resume: usize,
     /// Fences, all of them.
     pub fences: usize,
     /// Pauses that hit a process inside a critical section.
@@ -280,7 +286,7 @@ enum Stale {
     InLock,
 }
 
-fn stale(s: &Section, inc: &Incarnation, fences: &[u64], r: &Rules) -> Option<Stale> {
+fn stale(s: &Section, inc: &Incarnation, fences: &[u64], r: &Rules) -> Option<(Stale, Pause)> {
     inc.pauses
         .iter()
         .filter(|p| p.stop >= s.lock && p.stop < s.end && p.cont - p.stop > r.lease_ns)
@@ -290,11 +296,12 @@ fn stale(s: &Section, inc: &Incarnation, fences: &[u64], r: &Rules) -> Option<St
                 .any(|&f| f >= p.cont && f <= p.cont + r.fence_window_ns)
         })
         .map(|p| {
-            if p.stop >= s.enter {
+            let kind = if p.stop >= s.enter {
                 Stale::InSection
             } else {
                 Stale::InLock
-            }
+            };
+            (kind, *p)
         })
 }
 
@@ -345,7 +352,7 @@ pub fn check(incs: &[Incarnation], power_cycles: &[u64], rules: &Rules) -> Verdi
     }
 
     // Exclusion.
-    let stale_of: Vec<Option<Stale>> = sections
+    let stale_of: Vec<Option<(Stale, Pause)>> = sections
         .iter()
         .map(|s| stale(s, &incs[s.inc], &fences[s.inc], rules))
         .collect();
@@ -361,13 +368,24 @@ pub fn check(incs: &[Incarnation], power_cycles: &[u64], rules: &Rules) -> Verdi
             if a.slot == b.slot {
                 continue;
             }
-            match stale_of[i].or(stale_of[j]) {
-                Some(kind) => {
-                    excused[i] = true;
-                    excused[j] = true;
-                    match kind {
-                        Stale::InSection => v.excused_in_section += 1,
-                        Stale::InLock => v.excused_in_lock += 1,
+            let stale_one = match (stale_of[i], stale_of[j]) {
+                (Some(k), _) => Some((i, j, k)),
+                (None, Some(k)) => Some((j, i, k)),
+                _ => None,
+            };
+            match stale_one {
+                Some((st, other, (kind, pause))) => {
+                    if !excused[st] {
+                        match kind {
+                            Stale::InSection => v.excused_in_section += 1,
+                            Stale::InLock => v.excused_in_lock += 1,
+                        }
+                    }
+                    excused[st] = true;
+                    excused[other] = true;
+                    v.excused_overlapped += 1;
+                    if sections[other].end > pause.cont {
+                        v.excused_after_resume += 1;
                     }
                 }
                 None => v.violations.push(format!(
