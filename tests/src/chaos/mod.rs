@@ -590,19 +590,19 @@ impl Run<'_> {
 
     fn resume(&mut self, slot: usize) -> Result<(), String> {
         let pid = self.pid(slot);
-        kill(pid, Signal::SIGCONT).map_err(|e| format!("SIGCONT: {e}"))?;
+        // The time before SIGCONT: the process cannot run (nor be fenced)
+        // before it, while after the call it may already have been.
         let t = now_ns();
+        kill(pid, Signal::SIGCONT).map_err(|e| format!("SIGCONT: {e}"))?;
         let s = &mut self.slots[slot];
         let stop = s.paused.take().expect("paused");
         self.incs[s.current].pauses.push(Pause { stop, cont: t });
         // Its fence (if it held the lock) comes now: leave it alone meanwhile.
         s.calm_until = t + 3 * self.cfg.lease_ms * 1_000_000 / 2;
-        if self.cfg.verbose {
-            println!(
-                "{t} resume client{slot} after {} ms",
-                (t - stop) / 1_000_000
-            );
-        }
+        self.note(format_args!(
+            "resume client{slot} after {} ms",
+            (t - stop) / 1_000_000
+        ));
         Ok(())
     }
 
@@ -638,12 +638,8 @@ impl Run<'_> {
         let cur = self.slots[slot].current;
         self.incs[cur].end = End::Killed(t);
         self.kills += 1;
-        if self.cfg.verbose {
-            println!(
-                "{t} kill -9 client{slot} (inside: {})",
-                self.slots[slot].inside
-            );
-        }
+        let inside = self.slots[slot].inside;
+        self.note(format_args!("kill -9 client{slot} (inside: {inside})"));
         if self.cfg.verbose && self.slots[slot].inside {
             self.dump_tables();
         }
