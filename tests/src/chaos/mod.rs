@@ -632,8 +632,10 @@ impl Run<'_> {
 
     fn kill_client(&mut self, slot: usize) -> Result<(), String> {
         let mut c = self.kids.clients[slot].take().expect("running");
-        c.kill().map_err(|e| format!("kill: {e}"))?;
-        c.wait().map_err(|e| format!("wait: {e}"))?;
+        let killed = c.kill();
+        let reaped = c.wait();
+        killed.map_err(|e| format!("kill: {e}"))?;
+        reaped.map_err(|e| format!("wait: {e}"))?;
         let t = now_ns();
         let cur = self.slots[slot].current;
         self.incs[cur].end = End::Killed(t);
