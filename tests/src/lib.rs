@@ -14,7 +14,12 @@
 //! - [`run`]: one run from a seed: [`run::run`] → [`run::RunReport`].
 //!
 //! The `idm-soak` binary runs many seeds; `tests/simulation.rs` runs a fixed set.
+//!
+//! Apart from the simulation, [`chaos`] is the chaos test with real processes
+//! (the `idm-chaos` binary, `tests/chaos.rs`): C clients linking the installed
+//! `libseagate_ilm` on an `idm sim` server, killed, paused and faulted.
 
+pub mod chaos;
 pub mod checker;
 pub mod drive;
 pub mod faults;
