@@ -1,7 +1,7 @@
 //! Which drives answer: a drive whose command timed out is **unresponsive** until
-//! it answers again. While it is, the table sends it no lock commands (they are
-//! answered at once with `Err(Timeout)`, so no operation waits a full command
-//! timeout for it) and probes it with a table-count read that has a short timeout
+//! it answers again. While it is, its commands get the probe's short timeout (no
+//! operation waits a full command timeout for it), and it is probed with a
+//! table-count read that has that short timeout
 //! ([`super::TableConfig::probe_timeout`]), every
 //! [`super::TableConfig::probe_every`], until any answer comes back. Any real
 //! answer that is not a timeout (a straggler's late reply included) makes it

@@ -41,9 +41,12 @@
 //!   soon as the running operation reported its outcome; the renewal timer fires
 //!   whatever runs.
 //! - **Unresponsive drives.** A drive whose command timed out is marked
-//!   unresponsive ([`health`]): commands for it are answered at once with
-//!   `Err(Timeout)` instead of waiting a full command timeout inside every
-//!   operation, and it is probed with short table-count reads until it answers.
+//!   unresponsive ([`health`]): its commands get the short probe timeout instead of
+//!   a full command timeout, so no operation that needs it waits long, and it is
+//!   probed with short table-count reads until it answers. It still gets every
+//!   command: a drive that came back answers (and is unmarked by that answer)
+//!   before its next probe would have said so, and an operation that has no
+//!   majority without it is not failed by a stale mark.
 //! - **Command timeouts fit the operation.** A command may take at most the
 //!   configured command timeout and a quarter of the lease; an acquire's commands at
 //!   most a third of the time left to its deadline, so that a trylock whose BUSY the
@@ -996,18 +999,19 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         self.send(now, key);
     }
 
-    /// Hands command `key` to the driver, or answers it at once: an unresponsive
-    /// drive gets no command (only probes), an injected fault fails it with EIO.
+    /// Hands command `key` to the driver (a drive marked unresponsive with a
+    /// probe's short timeout), or fails it at once with EIO for an injected fault.
     fn send(&mut self, now: Now, key: usize) {
         let Some(f) = self.inflight.get(key) else {
             return;
         };
-        if f.owner != Owner::Probe && self.health.is_unresponsive(f.drive) {
-            self.synthetic
-                .push_back((key, Reply::err(DriveError::Timeout)));
-            return;
+        let (mut timeout, fault_pct) = self.timeout_and_faults(now, f);
+        if self.health.is_unresponsive(f.drive) {
+            // Marked drives get probe-length timeouts: a dead one costs little
+            // (and never delays an answer at quorum), one that came back answers
+            // and is unmarked by that answer.
+            timeout = timeout.min(self.cfg.probe_timeout);
         }
-        let (timeout, fault_pct) = self.timeout_and_faults(now, f);
         if fault_pct > 0 && self.rng.range(0, 99) < u64::from(fault_pct) {
             self.synthetic.push_back((
                 key,
