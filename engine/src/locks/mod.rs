@@ -98,6 +98,9 @@ pub type OpResult = Result<OpOutput, EngineError>;
 /// whose renewals fall in one step go out in one loop turn, one submission.
 pub const RENEWAL_GRID: Nanos = Nanos::from_millis(2);
 
+/// The lockspace id of retired entries (no lockspace has it).
+const RETIRED: LockspaceId = LockspaceId::MAX;
+
 /// The fewest records a learned table read asks for.
 pub const MIN_TABLE_HINT: u32 = 16;
 
@@ -395,6 +398,9 @@ pub struct LockTable<C, L: LockspaceCtl> {
     cfg: TableConfig,
     locks: Slab<Lock<C>>,
     index: HashMap<(LockspaceId, LockId), usize>,
+    /// Entries of forgotten lockspaces with commands still in flight, by the
+    /// membership they hold on the drives.
+    retired: HashMap<(HostId, LockId), usize>,
     lockspaces: HashMap<LockspaceId, LsEntry<L>>,
     inflight: Slab<InFlight>,
     timers: Timers,
@@ -421,6 +427,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             cfg,
             locks: Slab::new(),
             index: HashMap::new(),
+            retired: HashMap::new(),
             lockspaces: HashMap::new(),
             inflight: Slab::new(),
             timers: Timers::new(),
@@ -594,9 +601,14 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                     self.start(now, k, work, None, now.mono, out);
                 }
             } else if !release {
-                let e = self.locks.remove(k);
-                self.index.remove(&(e.ls, e.id));
-                if let Some(r) = e.running {
+                let e = &mut self.locks[k];
+                let running = e.running.take();
+                e.held = false;
+                e.claimed = false;
+                e.lease_gen = u64::MAX;
+                e.op_gen = u64::MAX;
+                self.retire(k);
+                if let Some(r) = running {
                     if let Some(c) = r.caller {
                         out.answers.push(Answer {
                             caller: c,
@@ -778,9 +790,26 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             countdown_ms: lse.info.lease_ms,
         };
         let renew_every = lse.info.policy.renew_every;
-        self.next_incarnation += 1;
         let seed = self.rng.next_u64();
         let renew_early = Nanos(self.rng.range(0, renew_every.0 / 2));
+        if let Some(&k) = self.retired.get(&(spec.host_id, lock)) {
+            // A forgotten lockspace's entry of the same membership on the drives
+            // still has commands in flight: this lock takes it over, so its
+            // commands stay ordered behind them (an old unlock must not land
+            // after a new grant).
+            if self.locks[k].drives == drives {
+                self.retired.remove(&(spec.host_id, lock));
+                let e = &mut self.locks[k];
+                e.ls = ls;
+                e.state = LockState::new(spec, seed);
+                e.renew_early = renew_early;
+                e.renew_due = None;
+                e.query_only = query_only;
+                self.index.insert((ls, lock), k);
+                return Ok(k);
+            }
+        }
+        self.next_incarnation += 1;
         let k = self.locks.insert(Lock {
             ls,
             id: lock,
@@ -808,6 +837,27 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         if self.index.get(&(e.ls, e.id)) == Some(&k) {
             self.index.remove(&(e.ls, e.id));
         }
+        let member = (e.state.spec.host_id, e.id);
+        if self.retired.get(&member) == Some(&k) {
+            self.retired.remove(&member);
+        }
+    }
+
+    /// Takes lock `k` out of its lockspace (forgotten): gone at once if nothing
+    /// of it is in flight, else kept, unindexed, until its commands answered, so
+    /// that a new lock of the same host and ID takes it over ([`Self::new_entry`]).
+    fn retire(&mut self, k: usize) {
+        let e = &self.locks[k];
+        if !e.outstanding() {
+            self.remove_entry(k);
+            return;
+        }
+        let (ls, id, member) = (e.ls, e.id, (e.state.spec.host_id, e.id));
+        if self.index.get(&(ls, id)) == Some(&k) {
+            self.index.remove(&(ls, id));
+        }
+        self.locks[k].ls = RETIRED;
+        self.retired.insert(member, k);
     }
 
     fn enqueue_or_start(
