@@ -312,21 +312,19 @@ fn binaries(cfg: &Config) -> Result<(PathBuf, PathBuf), String> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let release = !cfg!(debug_assertions);
-    let mut build = Command::new(&cargo);
-    build.current_dir(&cfg.workspace).args([
-        "build",
-        "-p",
-        "idm-tools",
-        "--bin",
-        "idm",
-        "-p",
-        "idm-ffi",
-    ]);
-    if release {
-        build.arg("--release");
+    // Two builds: `--bin` would also keep the library of `-p idm-ffi` from
+    // being built.
+    for (pkg, target) in [("idm-tools", "--bin=idm"), ("idm-ffi", "--lib")] {
+        let mut build = Command::new(&cargo);
+        build
+            .current_dir(&cfg.workspace)
+            .args(["build", "-p", pkg, target]);
+        if release {
+            build.arg("--release");
+        }
+        build.stdout(Stdio::null());
+        run_ok(&mut build, &format!("cargo build -p {pkg} {target}"))?;
     }
-    build.stdout(Stdio::null());
-    run_ok(&mut build, "cargo build -p idm-tools -p idm-ffi")?;
     let meta = run_ok(
         Command::new(&cargo).current_dir(&cfg.workspace).args([
             "metadata",
