@@ -13,9 +13,12 @@
 //!   iSCSI path (`scripts/iscsi-e2e.sh`). The break is safe whatever the timeout
 //!   meant: the drive grants it only if every other member expired (a dead drive
 //!   times out again and does not count);
-//! - already held by this host (a leftover from a crash or lost reply) → unlock
-//!   (with the requested class, then the other class if the drive says "wrong
-//!   class"), then trylock again, once per round;
+//! - already held by this host (a leftover from a crash or lost reply) → refresh
+//!   it in the requested class: granted, it counts at once (a restarted holder
+//!   takes its lock back before a waiting host can slip in); refused (expired, or
+//!   a class that cannot convert) → unlock (with the requested class, then the
+//!   other class if the drive says "wrong class"), then trylock again, once per
+//!   round;
 //! - table full → [`TableCleanup`] on that drive, then trylock again, once per round;
 //! - held by another live host, or a break refused → contention: no count;
 //! - any other error → no count.
@@ -73,6 +76,9 @@ enum Step {
     Idle,
     Trylock,
     Break,
+    /// Refreshing a leftover membership of this host ("already held": a crashed
+    /// predecessor with our host ID, or a lost reply) to take it over at once.
+    AdoptLeftover,
     /// Unlocking a leftover membership before trying again; `flipped`: second class.
     UnlockLeftover {
         flipped: bool,
@@ -339,8 +345,9 @@ impl Acquire {
             }
             DriveError::AlreadyHeld if !ctx.retried_leftover => {
                 ctx.retried_leftover = true;
-                ctx.step = Step::UnlockLeftover { flipped: false };
-                a.send(d as u16, st.unlock_request(self.class(), None, now));
+                ctx.step = Step::AdoptLeftover;
+                ctx.sent = now.mono;
+                a.send(d as u16, st.request(MutexOp::Refresh, self.class(), now));
             }
             DriveError::TableFull if !ctx.cleaned => {
                 ctx.cleaned = true;
@@ -414,6 +421,13 @@ impl Operation for Acquire {
             (Step::Trylock, Ok(())) => self.granted(now, st, d, false, a),
             (Step::Break, Ok(())) => self.granted(now, st, d, true, a),
             (Step::Trylock | Step::Break, Err(e)) => self.on_trylock_error(now, st, d, e, a),
+            (Step::AdoptLeftover, Ok(())) => self.granted(now, st, d, false, a),
+            (Step::AdoptLeftover, Err(_)) => {
+                // Expired, or of the other class and not convertible: give it up
+                // and trylock afresh.
+                self.drives[d].step = Step::UnlockLeftover { flipped: false };
+                a.send(drive, st.unlock_request(self.class(), None, now));
+            }
             (Step::UnlockLeftover { flipped }, r) => match r {
                 Ok(()) | Err(DriveError::NotHeld) => self.retry_trylock(now, st, d, a),
                 Err(DriveError::WrongClass) if !flipped => {
@@ -574,9 +588,22 @@ mod tests {
     }
 
     #[test]
-    fn already_held_unlocks_then_trylocks() {
+    fn already_held_is_adopted_by_refresh() {
         let (mut op, mut st, _) = setup(1, false);
         let a = reply(&mut op, &mut st, 1, 0, err(DriveError::AlreadyHeld));
+        assert_eq!(ops(&a), vec![(0, Refresh)]);
+        reply(&mut op, &mut st, 2, 0, ok());
+        assert!(op.outcome().unwrap().is_ok());
+        assert!(op.finished());
+        assert_eq!(st.drives[0].sent, Nanos::from_millis(1), "the refresh's send time");
+    }
+
+    #[test]
+    fn already_held_that_cannot_be_adopted_unlocks_then_trylocks() {
+        let (mut op, mut st, _) = setup(1, false);
+        let a = reply(&mut op, &mut st, 1, 0, err(DriveError::AlreadyHeld));
+        assert_eq!(ops(&a), vec![(0, Refresh)]);
+        let a = reply(&mut op, &mut st, 1, 0, err(DriveError::Expired));
         assert_eq!(ops(&a), vec![(0, Unlock)]);
         let a = reply(&mut op, &mut st, 2, 0, err(DriveError::WrongClass));
         assert_eq!(ops(&a), vec![(0, Unlock)]);

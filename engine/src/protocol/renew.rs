@@ -10,7 +10,9 @@
 //! - a drive **not** in the held set (it answered the acquire late, was dropped,
 //!   or lost its table) gets a trylock: a grant puts it back, so a lock acquired
 //!   on a bare majority grows to every drive it can get, and one drive of that
-//!   majority dying does not lose the lease. Any refusal just does not count.
+//!   majority dying does not lose the lease. "Already held by this host" (our
+//!   membership whose grant reply was lost) is refreshed and then counts; any
+//!   other refusal just does not count.
 //!
 //! Outcome at a majority of refreshed drives (⌊N/2⌋+1 also for even N: the old
 //! manager accepted N/2, but validity needs a majority inside its window, so a
@@ -40,6 +42,9 @@ enum Step {
     Idle,
     Refresh { sent: Nanos },
     Trylock { sent: Nanos },
+    /// A trylock said "already held by this host" (a membership we did not know
+    /// of: a lost reply): refresh it, once.
+    Adopt { sent: Nanos },
 }
 
 /// The renew operation. See the module docs.
@@ -127,10 +132,16 @@ impl Operation for Renew {
         let mut yes = false;
         match (step, reply.result) {
             (Step::Idle, _) => return,
-            (Step::Refresh { sent } | Step::Trylock { sent }, Ok(())) => {
+            (Step::Refresh { sent } | Step::Trylock { sent } | Step::Adopt { sent }, Ok(())) => {
                 st.grant(drive, mode.class(), sent, false);
                 yes = true;
             }
+            (Step::Trylock { .. }, Err(DriveError::AlreadyHeld)) => {
+                self.steps[d] = Step::Adopt { sent: now.mono };
+                a.send(drive, st.request(MutexOp::Refresh, mode.class(), now));
+                return;
+            }
+            (Step::Adopt { .. }, Err(_)) => {}
             (Step::Refresh { .. }, Err(DriveError::NotFound)) => {
                 st.drop_drive(drive);
                 self.steps[d] = Step::Trylock { sent: now.mono };
