@@ -595,7 +595,11 @@ mod tests {
         reply(&mut op, &mut st, 2, 0, ok());
         assert!(op.outcome().unwrap().is_ok());
         assert!(op.finished());
-        assert_eq!(st.drives[0].sent, Nanos::from_millis(1), "the refresh's send time");
+        assert_eq!(
+            st.drives[0].sent,
+            Nanos::from_millis(1),
+            "the refresh's send time"
+        );
     }
 
     #[test]

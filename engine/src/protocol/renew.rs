@@ -40,11 +40,17 @@ pub struct Renewed {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Step {
     Idle,
-    Refresh { sent: Nanos },
-    Trylock { sent: Nanos },
+    Refresh {
+        sent: Nanos,
+    },
+    Trylock {
+        sent: Nanos,
+    },
     /// A trylock said "already held by this host" (a membership we did not know
     /// of: a lost reply): refresh it, once.
-    Adopt { sent: Nanos },
+    Adopt {
+        sent: Nanos,
+    },
 }
 
 /// The renew operation. See the module docs.
