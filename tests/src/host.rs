@@ -375,7 +375,11 @@ impl Host {
                 ctx.sends.push(Send {
                     drive: c.drive as u16,
                     cmd,
-                    req: c.req,
+                    req: self
+                        .table
+                        .command_request(c.key)
+                        .copied()
+                        .unwrap_or(Request::ReadCount),
                     timeout_at: self.clock.true_at(local + c.timeout),
                 });
             }

@@ -148,7 +148,7 @@ impl World {
                         h,
                         cmd,
                         drive: c.drive,
-                        req: Box::new(c.req),
+                        req: Box::new(*self.hosts[h].table.command_request(c.key).unwrap()),
                     },
                 );
             }

@@ -191,9 +191,8 @@ pub struct Command {
     pub key: u64,
     /// The drive.
     pub drive: DriveId,
-    /// What to send.
-    pub req: Request,
-    /// Answer `Err(DriveError::Timeout)` if no reply came within this.
+    /// Answer `Err(DriveError::Timeout)` if no reply came within this. What to
+    /// send is [`LockTable::command_request`] of the key (not copied here).
     pub timeout: Nanos,
 }
 
@@ -463,6 +462,12 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             return Some(Nanos::ZERO);
         }
         self.timers.next()
+    }
+
+    /// The request of command `key` while it is in flight (what the driver sends,
+    /// and sends again on another path after an I/O error).
+    pub fn command_request(&self, key: u64) -> Option<&Request> {
+        self.inflight.get(key as usize).map(|f| &f.req)
     }
 
     /// Commands in flight.
@@ -1072,7 +1077,6 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         self.sends.push(Command {
             key: key as u64,
             drive: f.drive,
-            req: f.req,
             timeout,
         });
     }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{Receiver, TryRecvError};
 use slab::Slab;
-use uring_sg::transport::{Completion, EnqueueError, Reply, Request};
+use uring_sg::transport::{Completion, EnqueueError, Reply};
 use uring_sg::{DriveError, LockId};
 
 use crate::api::{DriveOpener, EngineError, LockspaceShared};
@@ -79,7 +79,6 @@ struct Sent {
     /// The table's key for it.
     key: u64,
     drive: usize,
-    req: Request,
     timeout: Duration,
     /// Paths tried so far (multipath failover).
     tries: u8,
@@ -399,7 +398,6 @@ impl Reactor {
             let key = self.sent.insert(Sent {
                 key: c.key,
                 drive: c.drive,
-                req: c.req,
                 timeout: c.timeout.to_duration(),
                 tries: 0,
             });
@@ -428,7 +426,10 @@ impl Reactor {
         }
         let slot = &mut self.registry.slots[s.drive];
         let path = slot.path();
-        match self.driver.enqueue(path, key as u64, &s.req, s.timeout) {
+        let Some(req) = self.table.command_request(s.key) else {
+            return;
+        };
+        match self.driver.enqueue(path, key as u64, req, s.timeout) {
             Ok(()) => {
                 slot.health.commands += 1;
                 self.stats.commands += 1;
