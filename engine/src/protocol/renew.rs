@@ -11,11 +11,8 @@
 //!   or lost its table) gets a trylock: a grant puts it back, so a lock acquired
 //!   on a bare majority grows to every drive it can get, and one drive of that
 //!   majority dying does not lose the lease. "Already held by this host" (our
-//!   membership whose grant reply was lost) is refreshed and then counts; "busy"
-//!   (only expired members left: a dead holder's leftover) or a timeout (BUSY as
-//!   Linux surfaces it) gets a break, which the drive grants only if every other
-//!   member expired (the lock then counts as obtained by break: its next LVB read
-//!   answers all-ones); any other refusal just does not count.
+//!   membership whose grant reply was lost) is refreshed and then counts; any
+//!   other refusal just does not count.
 //!
 //! Outcome at a majority of refreshed drives (⌊N/2⌋+1 also for even N: the old
 //! manager accepted N/2, but validity needs a majority inside its window, so a
@@ -52,11 +49,6 @@ enum Step {
     /// A trylock said "already held by this host" (a membership we did not know
     /// of: a lost reply): refresh it, once.
     Adopt {
-        sent: Nanos,
-    },
-    /// A trylock found only expired members (BUSY, or a timeout: Linux requeues
-    /// BUSY until the command times out): break them, once.
-    Break {
         sent: Nanos,
     },
 }
@@ -150,16 +142,6 @@ impl Operation for Renew {
                 st.grant(drive, mode.class(), sent, false);
                 yes = true;
             }
-            (Step::Break { sent }, Ok(())) => {
-                st.grant(drive, mode.class(), sent, true);
-                yes = true;
-            }
-            (Step::Trylock { .. }, Err(DriveError::Busy | DriveError::Timeout)) => {
-                self.steps[d] = Step::Break { sent: now.mono };
-                a.send(drive, st.request(MutexOp::Break, mode.class(), now));
-                return;
-            }
-            (Step::Break { .. }, Err(_)) => {}
             (Step::Trylock { .. }, Err(DriveError::AlreadyHeld)) => {
                 self.steps[d] = Step::Adopt { sent: now.mono };
                 a.send(drive, st.request(MutexOp::Refresh, mode.class(), now));
