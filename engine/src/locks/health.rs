@@ -16,7 +16,6 @@ use uring_sg::DriveError;
 use super::timers::{Timer, TimerKind};
 use super::{DriveId, Event, InFlight, LockTable, LockspaceCtl, Output, Owner};
 use crate::protocol::Now;
-use crate::time::Nanos;
 
 /// One drive's responsiveness.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,10 +126,5 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             sent: now.mono,
         });
         self.send(now, key);
-    }
-
-    /// Shortest time until `drive` is probed (for tests).
-    pub fn probe_timeout(&self) -> Nanos {
-        self.cfg.probe_timeout
     }
 }

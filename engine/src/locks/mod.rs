@@ -348,7 +348,6 @@ struct Deferred {
     drive_no: u16,
     owner: Owner,
     req: Request,
-    emitted: Nanos,
 }
 
 /// One lock.
@@ -404,7 +403,8 @@ pub struct LockTable<C, L: LockspaceCtl> {
     inflight: Slab<InFlight>,
     timers: Timers,
     health: Health,
-    /// Replies made up without a drive (unresponsive drive, injected fault).
+    /// Replies made up without a drive (injected faults), delivered before the
+    /// call that made them returns.
     synthetic: VecDeque<(usize, Reply)>,
     /// Commands for the driver, moved to [`Output::commands`] at the end of a call.
     sends: Vec<Command>,
@@ -458,9 +458,10 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
 
     /// The earliest time [`LockTable::on_timer`] has something to do.
     pub fn next_timer(&self) -> Option<Nanos> {
-        if !self.synthetic.is_empty() {
-            return Some(Nanos::ZERO);
-        }
+        debug_assert!(
+            self.synthetic.is_empty(),
+            "made-up replies are delivered before a call returns"
+        );
         self.timers.next()
     }
 
@@ -521,11 +522,6 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         !self.locks.iter().any(|(_, e)| e.ls == ls && !e.idle())
     }
 
-    /// Whether nothing at all is held, running, waiting or in flight.
-    pub fn quiescent(&self) -> bool {
-        self.locks.is_empty() && self.inflight.is_empty()
-    }
-
     // ---- entry points -----------------------------------------------------------
 
     /// A caller's request on `lock` of lockspace `ls`, received at `received`
@@ -551,7 +547,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
     /// The reply to command `key` (exactly once per command).
     pub fn on_reply(&mut self, now: Now, key: u64, reply: Reply, out: &mut Output<C>) {
         self.fire_timers(now, out);
-        self.reply(now, key as usize, reply, false, out);
+        self.reply(now, key as usize, reply, out);
         self.flush(now, out);
     }
 
@@ -594,7 +590,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             e.renew_due = None;
             if release && (e.claimed || e.held) {
                 e.claimed = false;
-                let work = self.release_work(k, now.mono);
+                let work = Work::Caller(LockRequest::Release);
                 let e = &mut self.locks[k];
                 if e.running.is_some() {
                     e.queue.push_back(Queued {
@@ -739,7 +735,8 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                             if e.running.as_ref().is_some_and(|r| r.kind == OpKind::Renew) {
                                 e.running = None;
                             }
-                            self.release_work(k, now.mono)
+                            // start() decides whether it is a fenced release.
+                            Work::Caller(LockRequest::Release)
                         } else {
                             Work::Caller(req)
                         };
@@ -748,18 +745,6 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                     _ => answer(out, caller, Err(EngineError::NotHeld)),
                 }
             }
-        }
-    }
-
-    /// The release to run for lock `k`: fenced when its lockspace is fenced (the
-    /// decision is taken again when the release starts).
-    fn release_work(&self, k: usize, _now: Nanos) -> Work {
-        let e = &self.locks[k];
-        let fenced = self.lockspaces.get(&e.ls).is_none_or(|l| l.ctl.is_fenced());
-        if fenced {
-            Work::FencedRelease
-        } else {
-            Work::Caller(LockRequest::Release)
         }
     }
 
@@ -917,8 +902,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             let e = &self.locks[k];
             let lse = self.lockspaces.get(&e.ls);
             let ls_fenced = lse.is_none_or(|l| l.ctl.is_fenced());
-            let lapsed = e.held
-                && lse.is_some_and(|l| l.info.policy.should_fence(now.mono, self.validity_of(e)));
+            let lapsed = e.held && self.lapsed(k, now.mono);
             if ls_fenced || matches!(work, Work::FencedRelease) {
                 work = Work::FencedRelease;
                 fenced_error = Some(EngineError::Fenced(
@@ -1021,7 +1005,6 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                 drive_no,
                 owner,
                 req,
-                emitted: now.mono,
             };
             // A clean-up of a straggler's effect (a late grant) goes before the
             // commands waiting for the drive: they were decided without it, and an
@@ -1110,7 +1093,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
     }
 
     /// A reply (or a made-up one) for command `key`.
-    fn reply(&mut self, now: Now, key: usize, reply: Reply, synthetic: bool, out: &mut Output<C>) {
+    fn reply(&mut self, now: Now, key: usize, reply: Reply, out: &mut Output<C>) {
         let Some(f) = self.inflight.try_remove(key) else {
             return;
         };
@@ -1125,7 +1108,8 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                 ..
             }
         ) && matches!(reply.result, Err(DriveError::Timeout));
-        if !synthetic && !ambiguous {
+        // (Made-up replies are injected EIOs: I/O errors leave health alone.)
+        if !ambiguous {
             self.note_health(now, f.drive, &reply, f.owner == Owner::Probe, out);
         }
         if f.owner == Owner::Probe {
@@ -1208,7 +1192,6 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             return;
         };
         let d = e.deferred.remove(i);
-        debug_assert!(d.emitted <= now.mono);
         // Straight out, even when more commands wait for the same drive (they
         // follow it one reply at a time).
         self.emit_now(now, k, d.drive_no, d.owner, d.req);
@@ -1368,7 +1351,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
     /// Delivers made-up replies and hands the commands to the driver.
     fn flush(&mut self, now: Now, out: &mut Output<C>) {
         while let Some((key, reply)) = self.synthetic.pop_front() {
-            self.reply(now, key, reply, true, out);
+            self.reply(now, key, reply, out);
         }
         out.commands.append(&mut self.sends);
         #[cfg(debug_assertions)]
