@@ -17,6 +17,7 @@
 #   scripts/iscsi-e2e.sh            # prints PASS/FAIL and the wall time; exit 0 on PASS
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/iscsi-sim.sh
 start=$(date +%s)
 guest_run=${GUEST_RUN:-/work/shared/tools/guest-run}
 [ -x "$guest_run" ] || { echo "iscsi-e2e: FAIL: guest-run not found at $guest_run" >&2; exit 2; }
@@ -38,15 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$idm" sim --drives 3 --listen "unix:$work/sim.sock" --iscsi tcp:127.0.0.1:0 \
-  >"$work/sim.out" 2>"$work/sim.err" &
-sim_pid=$!
-for _ in $(seq 100); do
-  grep -q '^drives:' "$work/sim.out" 2>/dev/null && break
-  sleep 0.1
-done
-port=$(sed -n 's/^iscsi listening on tcp:127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/sim.out")
-[ -n "$port" ] || { echo "iscsi-e2e: FAIL: simulator did not start"; cat "$work/sim.err"; exit 1; }
+start_iscsi_sim iscsi-e2e
 echo "iscsi-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port"
 
 # The guest side: wait for the three disks, then run the scenario named by $1.

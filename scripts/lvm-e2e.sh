@@ -42,6 +42,7 @@
 # (the library's log level in the guests, default info).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/iscsi-sim.sh
 start=$(date +%s)
 guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
 [ -x "$guest_run" ] || { echo "lvm-e2e: FAIL: guest-run not found at $guest_run" >&2; exit 2; }
@@ -93,15 +94,7 @@ for d in 0 1 2; do
   sgdisk -p "$img" 2>/dev/null | grep -q ' propeller$' ||
     { echo "lvm-e2e: FAIL: could not partition $img" >&2; exit 1; }
 done
-"$idm" sim --drives 3 --listen "unix:$work/sim.sock" --iscsi tcp:127.0.0.1:0 \
-  --backing "$work/disks" --lun-size-mib 64 >"$work/sim.out" 2>"$work/sim.err" &
-sim_pid=$!
-for _ in $(seq 100); do
-  grep -q '^drives:' "$work/sim.out" 2>/dev/null && break
-  sleep 0.1
-done
-port=$(sed -n 's/^iscsi listening on tcp:127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/sim.out")
-[ -n "$port" ] || { echo "lvm-e2e: FAIL: simulator did not start"; cat "$work/sim.err"; exit 1; }
+start_iscsi_sim lvm-e2e --backing "$work/disks" --lun-size-mib 64
 echo "lvm-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port, initiator: $initiator"
 
 # What the guests get: the programs with their shared libraries (the library

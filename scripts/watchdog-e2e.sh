@@ -27,6 +27,7 @@
 # ../shared/tools/guest-run or $GUEST_RUN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/iscsi-sim.sh
 start=$(date +%s)
 guest_run=${GUEST_RUN:-$(pwd)/../shared/tools/guest-run}
 [ -x "$guest_run" ] || { echo "watchdog-e2e: FAIL: guest-run not found at $guest_run" >&2; exit 2; }
@@ -62,15 +63,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$idm" sim --drives 3 --listen "unix:$work/sim.sock" --iscsi tcp:127.0.0.1:0 \
-  >"$work/sim.out" 2>"$work/sim.err" &
-sim_pid=$!
-for _ in $(seq 100); do
-  grep -q '^drives:' "$work/sim.out" 2>/dev/null && break
-  sleep 0.1
-done
-port=$(sed -n 's/^iscsi listening on tcp:127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/sim.out")
-[ -n "$port" ] || { echo "watchdog-e2e: FAIL: simulator did not start"; cat "$work/sim.err"; exit 1; }
+start_iscsi_sim watchdog-e2e
 echo "watchdog-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port"
 
 cat >"$work/guest" <<'GUEST'
