@@ -2,10 +2,27 @@
 //!
 //! Every drive's table is read ([`TableScan`]); the value of a drive is the largest
 //! LVB (as lvmlockd's little-endian u64) among this lock's records on it (0 if the
-//! drive does not know the lock). The outcome is the **maximum over the first
-//! majority of drives that answered**: a release stores the LVB on at least a
-//! majority before it reports success, and any two majorities intersect, so the
-//! last released value is seen. Late answers are consumed and ignored.
+//! drive does not know the lock). The outcome is the **maximum over the answers
+//! once a majority of drives that vouch for it answered** (every answer counts
+//! toward the maximum). While the lock is held, a drive vouches if this host
+//! holds the lock on it, or if its table shows no exclusive member of another
+//! host in the lock (live or expired): such a drive has no unlock still to come.
+//! A release stores the LVB on at least a majority before it reports success, and
+//! any two majorities intersect. Counting held drives matters while the previous
+//! holder's release is still running: this host can be granted a majority that
+//! overlaps the previous holder's only on the drives it already left, while the
+//! drives it still holds answer with the old value; a majority of *any* answers
+//! could then miss the new value the previous holder is storing (the simulation
+//! found this: a holder read 60 while the release of 61, asked for before its
+//! hold began, was still completing). A held drive granted this host the lock
+//! after the previous holder's unlock there (or by break, which makes the read
+//! all-ones), and a drive's read is sent only after this lock's earlier command
+//! on it was answered, so every held drive in a majority that also was in the
+//! previous holder's storing majority has the new value; a drive without another
+//! host's exclusive member was unlocked by the previous holder before the read
+//! (or never held by it, so it is not in that majority). Counting the second kind
+//! keeps the read off a slow held drive when the healthy drives are free. A read
+//! of a lock not held counts any drive. Late answers are consumed and ignored.
 //!
 //! **Limit: the value is only as durable as the drives' tables.** The intersection
 //! argument holds while the drives of the last release's majority remember the
@@ -27,11 +44,21 @@
 //! drop its cached metadata. Byte 7 is never carried by the drives and reads as 0.
 
 use uring_sg::transport::Reply;
-use uring_sg::Lvb;
+use uring_sg::{Class, Lvb, MutexState, Record};
 
 use super::table::TableScan;
 use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
+
+/// `r` is an exclusive membership (live or expired) of another host in this lock:
+/// that host has not unlocked this drive yet, so the drive may still lack the
+/// value its release is storing.
+fn other_exclusive_member(st: &LockState, r: &Record) -> bool {
+    r.lock_id == st.spec.lock_id
+        && r.host_id != st.spec.host_id
+        && r.class != Class::SharedProtectedRead
+        && matches!(r.state, MutexState::Locked | MutexState::Timeout)
+}
 
 /// The read-LVB operation. See the module docs.
 #[derive(Clone, Debug, Default)]
@@ -86,7 +113,17 @@ impl Operation for ReadLvb {
         }
         match done {
             Ok(recs) => {
-                t.yes();
+                // While the lock is held, only drives this host holds vouch for
+                // the value: the drive granted it after the previous holder's
+                // unlock there, so that unlock's value is in (see module docs).
+                let vouches = st.mode.is_none()
+                    || st.drives[usize::from(drive)].held
+                    || !recs.iter().any(|r| other_exclusive_member(st, r));
+                if vouches {
+                    t.yes();
+                } else {
+                    t.no();
+                }
                 let v = recs
                     .iter()
                     .filter(|r| r.lock_id == st.spec.lock_id)

@@ -16,6 +16,17 @@
 //!   deterministic simulation). So the drive gets a trylock and, once granted, the
 //!   unlock with the LVB again; it counts only if that unlock succeeds. A drive that
 //!   another host holds by now refuses the trylock and does not count.
+//!   **A re-trylock never rolls a newer value back.** Between our first unlocks and
+//!   the re-trylock's grant another host may have acquired the lock and stored a
+//!   newer LVB (the simulation found it: a release's re-trylock, still running
+//!   after the release had answered at quorum, granted after another host's
+//!   acquire and release, overwrote 184 with 183). So once the re-trylock is
+//!   granted the drive's table is read (nobody can store on it while we hold it):
+//!   if it already stores a larger value (LVB values only grow, the premise of the
+//!   read's maximum), the unlock goes without the LVB and the drive counts as
+//!   stored. A re-trylock granted after the release reached its majority unlocks
+//!   without the LVB at once, and no re-trylock starts after that point: the value
+//!   is already on a majority.
 //! - The mutex is **not** destroyed: it keeps its LVB for the next holder (the old
 //!   host code destroyed after every unlock and so lost the value).
 //! - The lock stops being valid the moment the release starts: [`LockState`] is
@@ -37,6 +48,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{Class, DriveError, Lvb, MutexOp};
 
+use super::table::{TableRead, TableStep};
 use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 
@@ -48,10 +60,18 @@ enum Step {
         flipped: bool,
         /// This unlock follows a re-trylock made to store the LVB.
         restored: bool,
+        /// The unlock carries the LVB.
+        carry: bool,
     },
     /// A trylock to put the LVB on a drive that answered "not held".
     Relock {
         class: Class,
+    },
+    /// The re-trylocked drive's table is read before the LVB goes on it: another
+    /// host may have held the lock and stored a newer value since our unlock there.
+    Check {
+        class: Class,
+        read: TableRead,
     },
 }
 
@@ -64,6 +84,9 @@ pub struct Release {
     errors: ErrorSummary,
     decided: bool,
     fenced: bool,
+    /// Per drive: its table, read after a re-trylock, already stores a value at
+    /// least ours.
+    newer: Vec<bool>,
     outcome: Option<Result<(), LockError>>,
 }
 
@@ -120,11 +143,13 @@ impl Operation for Release {
         };
         self.lvb = st.lvb.take().filter(|_| !self.fenced);
         self.tally = Some(Tally::new(st.spec.n_drives));
+        self.newer = vec![false; usize::from(st.spec.n_drives)];
         self.steps = (0..st.spec.n_drives)
             .map(|d| Step::Unlock {
                 class: st.class_on(d, mode),
                 flipped: false,
                 restored: false,
+                carry: self.lvb.is_some(),
             })
             .collect();
         st.clear();
@@ -148,20 +173,78 @@ impl Operation for Release {
         };
         self.steps[drive as usize] = Step::Idle;
         let Some(t) = self.tally.as_mut() else { return };
+        let carried = |carry: bool| if carry { self.lvb } else { None };
         match (step, reply.result) {
             (Step::Idle, _) => return,
             (Step::Relock { class }, Ok(())) => {
+                if self.decided {
+                    // The value is on a majority: leave without touching it.
+                    self.steps[drive as usize] = Step::Unlock {
+                        class,
+                        flipped: true,
+                        restored: true,
+                        carry: false,
+                    };
+                    a.send(drive, st.unlock_request(class, None, now));
+                } else {
+                    let read = TableRead::new(st.table_hint());
+                    self.steps[drive as usize] = Step::Check { class, read };
+                    a.send(drive, read.request());
+                }
+                return;
+            }
+            (Step::Check { class, mut read }, _) => {
+                let carry = match read.on_reply(reply) {
+                    TableStep::Send(req) => {
+                        self.steps[drive as usize] = Step::Check { class, read };
+                        a.send(drive, req);
+                        return;
+                    }
+                    TableStep::Done(recs) => {
+                        let stored = recs
+                            .iter()
+                            .filter(|r| r.lock_id == st.spec.lock_id)
+                            .map(|r| r.lvb.to_u64())
+                            .max()
+                            .unwrap_or(0);
+                        let ours = self.lvb.map_or(0, |v| v.as_stored().to_u64());
+                        if stored >= ours {
+                            self.newer[drive as usize] = true;
+                        }
+                        !self.decided && stored < ours
+                    }
+                    // Unknown: store nothing rather than perhaps roll back.
+                    TableStep::Failed(_) => false,
+                };
                 self.steps[drive as usize] = Step::Unlock {
                     class,
                     flipped: true,
                     restored: true,
+                    carry,
                 };
-                a.send(drive, st.unlock_request(class, self.lvb, now));
+                a.send(drive, st.unlock_request(class, carried(carry), now));
                 return;
             }
             (Step::Relock { .. }, Err(e)) => {
                 t.no();
                 self.errors.add(e);
+            }
+            (
+                Step::Unlock {
+                    restored: true,
+                    carry: false,
+                    ..
+                },
+                Ok(()),
+            ) => {
+                // Left a drive that stores a newer value (or nothing is needed
+                // any more): counts as stored; an unknown table counts as not.
+                if self.newer.get(drive as usize).copied().unwrap_or(false) {
+                    t.yes();
+                } else {
+                    t.no();
+                    self.errors.add(DriveError::NotHeld);
+                }
             }
             (Step::Unlock { .. }, Ok(())) => t.yes(),
             (
@@ -172,7 +255,7 @@ impl Operation for Release {
             ) => {
                 if self.lvb.is_none() {
                     t.yes();
-                } else if !restored {
+                } else if !restored && !self.decided {
                     self.steps[drive as usize] = Step::Relock { class };
                     a.send(drive, st.request(MutexOp::Trylock, class, now));
                     return;
@@ -186,6 +269,7 @@ impl Operation for Release {
                     class,
                     flipped: false,
                     restored,
+                    carry,
                 },
                 Err(DriveError::WrongClass),
             ) => {
@@ -194,8 +278,9 @@ impl Operation for Release {
                     class,
                     flipped: true,
                     restored,
+                    carry,
                 };
-                a.send(drive, st.unlock_request(class, self.lvb, now));
+                a.send(drive, st.unlock_request(class, carried(carry), now));
                 return;
             }
             (Step::Unlock { .. }, Err(e)) => {
@@ -221,7 +306,8 @@ impl Operation for Release {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use uring_sg::{ControlByte, Mode, MutexOp};
+    use uring_sg::transport::Request;
+    use uring_sg::{ControlByte, Mode, MutexOp, MutexState};
 
     fn held(n: u16, held: &[u16]) -> LockState {
         held_in(Mode::Shared, n, held)
@@ -259,8 +345,21 @@ mod tests {
         assert_eq!(ops(&a), vec![(2, MutexOp::Trylock)]);
         op.on_reply(at(1), &mut st, 0, &ok(), &mut a);
         assert!(op.outcome().is_none());
+        // Granted: the drive's table is read first (an older value there).
         let mut a = Actions::new();
         op.on_reply(at(2), &mut st, 2, &ok(), &mut a);
+        assert!(matches!(a.commands[..], [(2, Request::ReadTable { .. })]));
+        let me = st.spec;
+        let old = table_rec(
+            me.lock_id,
+            me.host_id,
+            MutexState::Locked,
+            Class::SharedProtectedRead,
+            0x0102,
+            1,
+        );
+        let mut a = Actions::new();
+        op.on_reply(at(2), &mut st, 2, &data(table_data(&[old], 16)), &mut a);
         assert_eq!(ops(&a), vec![(2, MutexOp::Unlock)]);
         assert_eq!(record_to(&a, 2).unwrap().lvb, Lvb::from_u64(0x0102_0304));
         let mut a = Actions::new();
@@ -270,6 +369,64 @@ mod tests {
         op.on_reply(at(3), &mut st, 1, &err(DriveError::Timeout), &mut a);
         assert!(op.finished());
         assert!(a.commands.is_empty());
+    }
+
+    #[test]
+    fn a_re_trylock_never_rolls_a_newer_value_back() {
+        let mut st = held(3, &[0, 1, 2]);
+        st.lvb = Some(Lvb::from_u64(183));
+        let me = st.spec;
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        let mut a = Actions::new();
+        op.on_reply(at(1), &mut st, 0, &ok(), &mut a);
+        op.on_reply(at(1), &mut st, 1, &err(DriveError::NotHeld), &mut a);
+        op.on_reply(at(1), &mut st, 2, &err(DriveError::NotHeld), &mut a);
+        // Drive 1's re-trylock is granted; its table stores 184 by now (another
+        // host held and released in between): the unlock carries nothing, the
+        // drive counts as stored.
+        let mut a = Actions::new();
+        op.on_reply(at(2), &mut st, 1, &ok(), &mut a);
+        let newer = table_rec(
+            me.lock_id,
+            me.host_id,
+            MutexState::Locked,
+            Class::Exclusive,
+            184,
+            1,
+        );
+        let mut a = Actions::new();
+        op.on_reply(at(2), &mut st, 1, &data(table_data(&[newer], 16)), &mut a);
+        let r = record_to(&a, 1).unwrap();
+        assert_eq!(r.control, ControlByte::NoUpdate);
+        let mut a = Actions::new();
+        op.on_reply(at(3), &mut st, 1, &ok(), &mut a);
+        assert_eq!(op.outcome(), Some(Ok(())));
+        // Drive 2's re-trylock is granted after the release reached its majority:
+        // it leaves at once without the LVB.
+        let mut a = Actions::new();
+        op.on_reply(at(4), &mut st, 2, &ok(), &mut a);
+        assert_eq!(ops(&a), vec![(2, MutexOp::Unlock)]);
+        assert_eq!(record_to(&a, 2).unwrap().control, ControlByte::NoUpdate);
+        op.on_reply(at(5), &mut st, 2, &ok(), &mut a);
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn no_re_trylock_starts_after_the_majority() {
+        let mut st = held(3, &[0, 1, 2]);
+        st.lvb = Some(Lvb::from_u64(7));
+        let mut op = Release::new();
+        let mut a = Actions::new();
+        op.start(at(0), &mut st, &mut a);
+        let mut a = Actions::new();
+        op.on_reply(at(1), &mut st, 0, &ok(), &mut a);
+        op.on_reply(at(1), &mut st, 1, &ok(), &mut a);
+        assert_eq!(op.outcome(), Some(Ok(())));
+        op.on_reply(at(2), &mut st, 2, &err(DriveError::NotHeld), &mut a);
+        assert!(a.commands.is_empty());
+        assert!(op.finished());
     }
 
     #[test]
