@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use idm_engine::api::{Engine, EngineError, SimArray};
+use idm_engine::api::{Engine, EngineError};
+use idm_sim::engine::{SimArray, SimEngine};
+use idm_sim::firmware::FirmwareConfig;
+use idm_sim::{Latency, ListenAddr, SimConfig};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
-use uring_sg::firmware::FirmwareConfig;
-use uring_sg::sim::{Latency, ListenAddr, SimConfig};
 use uring_sg::{HostId, LockId};
 
 /// Errors of the benchmark harness.

@@ -7,7 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use idm_engine::api::{Engine, LockOptions, LockspaceConfig, SimArray};
+use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
+use idm_sim::engine::{SimArray, SimEngine};
 use uring_sg::Mode;
 
 struct Counting;

@@ -10,11 +10,11 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use idm_sim::transport::sim::SimTransport;
+use idm_sim::{ControlRequest, ControlResponse, ListenAddr, SimConfig, SimHandle, SimStats};
 use io_uring::{opcode, IoUring};
 use uring_sg::codec::{Class, HostId, LockId, MutexOp, Record};
 use uring_sg::driver::Driver;
-use uring_sg::sim::{ControlRequest, ControlResponse, ListenAddr, SimConfig, SimHandle, SimStats};
-use uring_sg::transport::sim::SimTransport;
 use uring_sg::transport::Request;
 
 const IN_FLIGHT: usize = 1000;

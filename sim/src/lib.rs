@@ -1,16 +1,27 @@
-//! The IDM drive simulator: [`crate::firmware::Firmware`] models served over Unix
-//! and TCP sockets, with per-drive latency and faults.
+//! # idm-sim: the IDM drive simulator
 //!
+//! Everything needed to run IDM drives without hardware, and nothing a production
+//! host links (the wire and the device transports are in `uring-sg`; this crate
+//! adds serde, serde_json and rand, which production does not need):
+//!
+//! - [`firmware`]: one simulated IDM drive as a pure state machine
+//!   ([`firmware::Firmware`]).
 //! - [`frame`]: the framed protocol (byte layout documented there).
 //! - [`latency`]: per-drive latency models.
 //! - [`faults`]: per-drive fault state (stop, I/O error, stall, power cycle, drop, cut).
-//! - [`server`]: [`SimServer`], one thread on one io_uring serving every connection.
+//! - [`server`]: [`SimServer`], one thread on one io_uring serving every connection
+//!   (Unix and TCP sockets).
 //! - [`iscsi`]: an iSCSI target front end serving the same drives as LUNs with a
 //!   data area (so a kernel's initiator sees disks that also answer IDM commands).
 //! - [`SimHandle`]: a server on a background thread, for tests and embedding.
 //! - [`Control`]: a blocking client for CONTROL frames (faults, table dump, stats).
-//!
-//! The client side that runs commands is [`crate::transport::sim::SimTransport`].
+//! - [`transport`]: the client side, two [`uring_sg::transport::Transport`]s:
+//!   in-process drives ([`transport::mem::MemTransport`]) and the socket to a
+//!   server ([`transport::sim::SimTransport`]).
+//! - [`engine`]: the engine on simulated drives (`Engine::simulated`,
+//!   `Engine::on_array`, `Engine::on_sim_server`, `Engine::with_sim_server`
+//!   through the [`engine::SimEngine`] extension trait), built on the engine's
+//!   general hooks ([`idm_engine::api::DriveOpener`] and a kept-alive value).
 //!
 //! **Drive clock**: every drive's `now_ms` is milliseconds since the server was
 //! bound (monotonic). **Command timing**: a command is executed when it is
@@ -33,11 +44,14 @@
 //! **Table dump** (control) returns the firmware's snapshot: the records a
 //! host's table read would return at that drive time.
 
+pub mod engine;
 pub mod faults;
+pub mod firmware;
 pub mod frame;
 pub mod iscsi;
 pub mod latency;
 pub mod server;
+pub mod transport;
 
 use std::fmt;
 use std::io::{self, Read, Write};

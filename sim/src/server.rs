@@ -59,8 +59,8 @@ use super::{
     ControlRequest, ControlResponse, DriveInfo, ListenAddr, RateLog, ServerLimits, SimConfig,
     SimError, SimStats, TableEntry,
 };
-use crate::codec::Record;
 use crate::firmware::Firmware;
+use uring_sg::codec::Record;
 
 /// `user_data` layout: operation in the top 8 bits, index in the low 32.
 const OP_SHIFT: u32 = 56;

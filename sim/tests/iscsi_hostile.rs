@@ -8,10 +8,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use uring_sg::sim::iscsi::login::status;
-use uring_sg::sim::iscsi::pdu::{encode_text, op, Pdu};
-use uring_sg::sim::iscsi::{iqn_of, IscsiConfig, IscsiTarget, Limits};
-use uring_sg::sim::server::SharedDrives;
+use idm_sim::iscsi::login::status;
+use idm_sim::iscsi::pdu::{encode_text, op, Pdu};
+use idm_sim::iscsi::{iqn_of, IscsiConfig, IscsiTarget, Limits};
+use idm_sim::server::SharedDrives;
 
 /// Bound of every wait (generous: the machine is shared).
 const T: Duration = Duration::from_secs(20);

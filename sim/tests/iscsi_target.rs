@@ -7,10 +7,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use idm_sim::iscsi::pdu::{encode_text, op, parse_text, read_pdu, Pdu, RESERVED_TAG};
+use idm_sim::iscsi::{iqn_of, IscsiConfig, IscsiTarget};
+use idm_sim::{ListenAddr, SimConfig, SimHandle};
 use uring_sg::codec::{mutex_write_cdb, Class, HostId, LockId, MutexOp, Record, Sense};
-use uring_sg::sim::iscsi::pdu::{encode_text, op, parse_text, read_pdu, Pdu, RESERVED_TAG};
-use uring_sg::sim::iscsi::{iqn_of, IscsiConfig, IscsiTarget};
-use uring_sg::sim::{ListenAddr, SimConfig, SimHandle};
 
 struct Initiator {
     s: TcpStream,
@@ -333,11 +333,11 @@ fn idm_commands_share_the_firmware_with_the_native_server() {
     assert_eq!(st, 0x18, "held by host A: RESERVATION CONFLICT");
     // The native server sees the same table.
     let resp = h
-        .control(uring_sg::sim::ControlRequest::DumpTable {
+        .control(idm_sim::ControlRequest::DumpTable {
             drive: "sim0".into(),
         })
         .unwrap();
-    let uring_sg::sim::ControlResponse::Table { records } = resp else {
+    let idm_sim::ControlResponse::Table { records } = resp else {
         panic!("{resp:?}")
     };
     assert_eq!(records.len(), 1);
@@ -440,11 +440,11 @@ fn lvm2_context_wipe_reads_the_context_and_resets_the_table() {
     let (st, _, sense) = a.run(&CONTEXT_RESET, false, 512, &ctx);
     assert_eq!(st, 0, "sense {sense:02x?}");
     let resp = h
-        .control(uring_sg::sim::ControlRequest::DumpTable {
+        .control(idm_sim::ControlRequest::DumpTable {
             drive: "sim1".into(),
         })
         .unwrap();
-    let uring_sg::sim::ControlResponse::Table { records } = resp else {
+    let idm_sim::ControlResponse::Table { records } = resp else {
         panic!("{resp:?}")
     };
     assert!(records.is_empty(), "{records:?}");

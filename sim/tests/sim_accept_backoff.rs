@@ -12,14 +12,14 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::libc;
-use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-use tracing::field::{Field, Visit};
-use uring_sg::sim::frame::{self, Frame};
-use uring_sg::sim::{
+use idm_sim::frame::{self, Frame};
+use idm_sim::{
     Control, ControlRequest, ControlResponse, ListenAddr, ServerLimits, SimConfig, SimHandle,
     SimStats,
 };
+use nix::libc;
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+use tracing::field::{Field, Visit};
 
 /// Bound of every wait (generous: the machine is shared).
 const T: Duration = Duration::from_secs(20);

@@ -7,14 +7,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use uring_sg::codec::{mutex_read_cdb, mutex_write_cdb, Class, HostId, LockId, MutexOp, Record};
-use uring_sg::driver::Driver;
-use uring_sg::sim::frame::{self, CommandFrame, Frame, MAX_DATA};
-use uring_sg::sim::{
+use idm_sim::frame::{self, CommandFrame, Frame, MAX_DATA};
+use idm_sim::transport::sim::SimTransport;
+use idm_sim::{
     Control, ControlRequest, ControlResponse, FaultCmd, ListenAddr, ServerLimits, SimConfig,
     SimError, SimHandle, SimStats,
 };
-use uring_sg::transport::sim::SimTransport;
+use uring_sg::codec::{mutex_read_cdb, mutex_write_cdb, Class, HostId, LockId, MutexOp, Record};
+use uring_sg::driver::Driver;
 use uring_sg::transport::Request;
 
 /// Bound of every wait (generous: the machine is shared).

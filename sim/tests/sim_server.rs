@@ -6,13 +6,13 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use uring_sg::codec::{decode_table_count, Class, DriveError, HostId, LockId, MutexOp, Record};
-use uring_sg::driver::Driver;
-use uring_sg::sim::frame::{self, Frame};
-use uring_sg::sim::{
+use idm_sim::frame::{self, Frame};
+use idm_sim::transport::sim::SimTransport;
+use idm_sim::{
     Control, ControlRequest, ControlResponse, FaultCmd, Latency, ListenAddr, SimConfig, SimHandle,
 };
-use uring_sg::transport::sim::SimTransport;
+use uring_sg::codec::{decode_table_count, Class, DriveError, HostId, LockId, MutexOp, Record};
+use uring_sg::driver::Driver;
 use uring_sg::transport::{EnqueueError, Reply, Request};
 
 /// Timeout of commands that must be answered (generous: the machine is shared).

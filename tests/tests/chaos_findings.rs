@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
-use uring_sg::sim::{ControlRequest, FaultCmd, ListenAddr, SimConfig, SimHandle};
+use idm_sim::engine::SimEngine;
+use idm_sim::{ControlRequest, FaultCmd, ListenAddr, SimConfig, SimHandle};
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
 const DRIVES: [&str; 5] = ["sim0", "sim1", "sim2", "sim3", "sim4"];

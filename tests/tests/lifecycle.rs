@@ -17,10 +17,10 @@ use idm_engine::locks::{
 };
 use idm_engine::protocol::Now;
 use idm_engine::{LockError, Nanos};
+use idm_sim::firmware::FirmwareConfig;
 use idm_tests::drive::SimDrive;
 use idm_tests::host::SimLockspace;
 use idm_tests::world::Clock;
-use uring_sg::firmware::FirmwareConfig;
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{DriveError, LockId, Lvb, Mode};
 

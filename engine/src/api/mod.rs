@@ -4,6 +4,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
+//! use idm_sim::engine::SimEngine; // the simulator's constructors (crate idm-sim)
 //! use uring_sg::Mode;
 //!
 //! let engine = Engine::simulated(3)?;            // in-process simulator, drives sim0..sim2
@@ -22,8 +23,6 @@ mod engine;
 mod error;
 pub mod host_faults;
 mod lockspace;
-mod remote;
-mod simulated;
 mod stats;
 
 pub use config::{
@@ -33,6 +32,4 @@ pub use devices::DeviceOpener;
 pub use engine::Engine;
 pub use error::EngineError;
 pub use lockspace::{Lockspace, LockspaceShared, OpFuture};
-pub use remote::SimServerOpener;
-pub use simulated::SimArray;
 pub use stats::{EngineStats, OpSummary};

@@ -4,7 +4,7 @@
 use super::outcome::Outcome;
 use super::table::{Member, Table};
 use super::FirmwareConfig;
-use crate::codec::{encode_table_count, Class, MutexOp, Record, RECORD_LEN};
+use uring_sg::codec::{encode_table_count, Class, MutexOp, Record, RECORD_LEN};
 
 /// Most records one table read may ask for (8 MiB of data-in). A larger transfer
 /// length is an invalid CDB field, so arbitrary CDBs cannot make the model allocate

@@ -50,7 +50,7 @@
 //! - **unlock**: unknown mutex → not found; not a member → RESERVATION CONFLICT (not
 //!   held); the member's class differs from the record's → COMMAND TERMINATED (wrong
 //!   class). Otherwise the member is removed (also an expired one) and, when the
-//!   control byte says update ([`crate::codec::ControlByte::updates`]), the LVB is
+//!   control byte says update ([`uring_sg::codec::ControlByte::updates`]), the LVB is
 //!   stored (byte 7 zero, as the wire cannot carry it). The entry stays, with its
 //!   LVB, reading back as one record in state unlocked.
 //! - **break**: unknown mutex → not found. Succeeds only if every other member is
@@ -92,7 +92,7 @@ mod tests;
 pub use outcome::Outcome;
 pub use table::{Member, MutexEntry, Table};
 
-use crate::codec::{
+use uring_sg::codec::{
     HostId, LockId, Lvb, MutexOp, NvmeAdminCmd, Record, ScsiStatus, SenseBuf, SenseFormat,
 };
 
@@ -248,7 +248,7 @@ impl Firmware {
     /// Wipes the mutex table (every mutex, member and LVB), as the vendor
     /// context-reset command does (WRITE AND VERIFY(16) to LBA
     /// `0xFF00000000000000`, which LVM2's test suite sends before each test; see
-    /// `crate::sim::iscsi::scsi`). The configuration is kept. The table ends as
+    /// `crate::iscsi::scsi`). The configuration is kept. The table ends as
     /// after [`Firmware::power_cycle`].
     pub fn reset(&mut self) {
         self.table.clear();

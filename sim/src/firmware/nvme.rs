@@ -12,7 +12,7 @@ use super::exec::{self, MAX_READ_RECORDS};
 use super::outcome::Outcome;
 use super::table::Table;
 use super::FirmwareConfig;
-use crate::codec::{
+use uring_sg::codec::{
     NvmeAdminCmd, Record, GROUP_INQUIRY, GROUP_MUTEX, NVME_IDM_READ, NVME_IDM_WRITE, RECORD_LEN,
 };
 

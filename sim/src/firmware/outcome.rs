@@ -7,7 +7,7 @@
 //! the host tells them apart by the op it sent, which [`Outcome::drive_error`]
 //! mirrors.
 
-use crate::codec::{DriveError, Sense};
+use uring_sg::codec::{DriveError, Sense};
 
 /// The firmware's decision about one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@ use super::exec;
 use super::outcome::Outcome;
 use super::table::Table;
 use super::{FirmwareConfig, ScsiAnswer};
-use crate::codec::{
+use uring_sg::codec::{
     encode_version_page, parse_cdb, CdbError, ParsedCdb, ReadGroup, Record, ScsiStatus, Sense,
     SenseBuf, SenseFormat, IDM_OPCODE, RECORD_LEN, VERSION_PAGE,
 };

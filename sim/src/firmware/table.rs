@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::{Class, ControlByte, HostId, LockId, Lvb, MutexState, Record};
+use uring_sg::codec::{Class, ControlByte, HostId, LockId, Lvb, MutexState, Record};
 
 /// One host's membership of one mutex.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

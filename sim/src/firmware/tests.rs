@@ -2,12 +2,12 @@
 //! property tests (never panics; invariants under random op sequences).
 
 use super::*;
-use crate::codec::answer::libc_errno::*;
-use crate::codec::{
+use proptest::prelude::*;
+use uring_sg::codec::answer::libc_errno::*;
+use uring_sg::codec::{
     mutex_read_cdb, mutex_write_cdb, table_count_cdb, version_cdb, Class, CommandKind, ControlByte,
     DriveError, MutexState, Sense, RECORD_LEN,
 };
-use proptest::prelude::*;
 
 const EX: Class = Class::Exclusive;
 const SH: Class = Class::SharedProtectedRead;
@@ -796,28 +796,38 @@ fn read_count_and_version_bytes() {
     assert_eq!(a.status, ScsiStatus::GOOD);
     assert_eq!(din.len(), 0x70);
     assert_eq!((din[1], din[96]), (0xC3, 3));
-    assert_eq!(crate::codec::decode_version_page(&din), Ok((3, 0)));
+    assert_eq!(uring_sg::codec::decode_version_page(&din), Ok((3, 0)));
     let mut v5 = Firmware::new(FirmwareConfig {
         version_major: 5,
         ..FirmwareConfig::default()
     });
     v5.execute(
         0,
-        &crate::codec::inquiry_cdb(true, 0xC3, 200),
+        &uring_sg::codec::inquiry_cdb(true, 0xC3, 200),
         &[],
         &mut din,
     );
     assert_eq!(din[96], 5);
-    v5.execute(0, &crate::codec::inquiry_cdb(true, 0xC3, 50), &[], &mut din);
+    v5.execute(
+        0,
+        &uring_sg::codec::inquiry_cdb(true, 0xC3, 50),
+        &[],
+        &mut din,
+    );
     assert_eq!(din.len(), 50);
     v5.execute(
         0,
-        &crate::codec::inquiry_cdb(true, 0x00, 255),
+        &uring_sg::codec::inquiry_cdb(true, 0x00, 255),
         &[],
         &mut din,
     );
     assert_eq!(din, vec![0, 0, 0, 2, 0x00, 0xC3]);
-    v5.execute(0, &crate::codec::inquiry_cdb(false, 0, 255), &[], &mut din);
+    v5.execute(
+        0,
+        &uring_sg::codec::inquiry_cdb(false, 0, 255),
+        &[],
+        &mut din,
+    );
     assert_eq!((din.len(), din[0], &din[8..14]), (36, 0, &b"IDMSIM"[..]));
 
     // Power cycle loses everything.

@@ -13,7 +13,7 @@
 //! io_uring loop stays as it is; iSCSI traffic (block I/O, a few initiators) does
 //! not need its scale. The two front ends share each drive's firmware behind a
 //! mutex (locked for one command) and one drive clock
-//! ([`crate::sim::SharedDrives`]), so a lock taken over iSCSI is seen by a
+//! ([`crate::SharedDrives`]), so a lock taken over iSCSI is seen by a
 //! native client and the other way round. The native server's latency and fault
 //! injection do not apply to iSCSI commands (a power cycle does: it clears the
 //! shared table).

@@ -45,9 +45,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::codec::{ScsiStatus, Sense, SenseFormat, IDM_OPCODE, VERSION_PAGE};
 use crate::firmware::Firmware;
-use crate::sim::server::lock_fw;
+use crate::server::lock_fw;
+use uring_sg::codec::{ScsiStatus, Sense, SenseFormat, IDM_OPCODE, VERSION_PAGE};
 
 /// Logical block size.
 pub const BLOCK: u64 = 512;
@@ -638,8 +638,8 @@ pub fn absent_lun(cdb: &[u8], data_in: &mut Vec<u8>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::version_cdb;
     use crate::firmware::FirmwareConfig;
+    use uring_sg::codec::version_cdb;
 
     fn lun(bytes: u64) -> Lun {
         Lun {
@@ -728,17 +728,17 @@ mod tests {
         assert_eq!(&p0[4..], &[0x00, 0x80, 0x83, 0xB0, 0xB1, 0xC3]);
         let (_, p80) = run(&l, &[0x12, 1, 0x80, 0, 255, 0], &[]);
         assert_eq!(
-            crate::discovery::serial_from_vpd80(&p80).as_deref(),
+            uring_sg::discovery::serial_from_vpd80(&p80).as_deref(),
             Some(serial_of("sim0").as_str())
         );
         let (_, p83) = run(&l, &[0x12, 1, 0x83, 0, 255, 0], &[]);
-        let wwid = crate::discovery::wwid_from_vpd83(&p83).unwrap();
+        let wwid = uring_sg::discovery::wwid_from_vpd83(&p83).unwrap();
         assert!(wwid.starts_with("naa.6"), "{wwid}");
         assert_ne!(naa_of("sim0"), naa_of("sim1"));
         assert_eq!(naa_of("sim0"), naa_of("sim0"));
         let (a, c3) = run(&l, &version_cdb(), &[]);
         assert_eq!(a, Answer::good());
-        assert_eq!(crate::codec::decode_version_page(&c3).unwrap(), (3, 0));
+        assert_eq!(uring_sg::codec::decode_version_page(&c3).unwrap(), (3, 0));
         let (a, _) = run(&l, &[0x12, 1, 0x99, 0, 255, 0], &[]);
         assert_eq!(sense(&a), Sense::new(5, 0x24, 0));
         let (_, short) = run(&l, &[0x12, 1, 0x83, 0, 4, 0], &[]);

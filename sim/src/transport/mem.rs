@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 use slab::Slab;
 
-use crate::codec::answer::libc_errno;
-use crate::codec::{DriveError, RECORD_LEN};
 use crate::firmware::{Firmware, FirmwareConfig};
-use crate::transport::deadlines::Deadlines;
-use crate::transport::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Transport};
+use uring_sg::codec::answer::libc_errno;
+use uring_sg::codec::{DriveError, RECORD_LEN};
+use uring_sg::transport::deadlines::Deadlines;
+use uring_sg::transport::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Transport};
 
 /// One simulated drive shared by the transports (reactors) that talk to it.
 #[derive(Debug)]
@@ -321,8 +321,8 @@ impl Transport for MemTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Class, HostId, LockId, MutexOp, Record};
-    use crate::driver::Driver;
+    use uring_sg::codec::{Class, HostId, LockId, MutexOp, Record};
+    use uring_sg::driver::Driver;
 
     fn rec(host: &str) -> Record {
         Record::new(

@@ -1,5 +1,5 @@
 //! The simulator transport: IDM commands as COMMAND frames over a Unix or TCP
-//! socket to an `idm sim` server (see [`crate::sim::frame`] for the bytes).
+//! socket to an `idm sim` server (see [`crate::frame`] for the bytes).
 //!
 //! One [`SimTransport`] is one connection for one (client, drive) pair: the
 //! server's faults ("cut client X off drive Y") and the transport's own failure
@@ -15,7 +15,7 @@
 //!   and at most one RECV; each buffer stays untouched until its completion;
 //! - REPLY status + sense decode through the codec in the context of the
 //!   command's kind; the simulator's transport-error status
-//!   ([`crate::sim::frame::STATUS_TRANSPORT_ERROR`]) becomes `Io(EIO)`;
+//!   ([`crate::frame::STATUS_TRANSPORT_ERROR`]) becomes `Io(EIO)`;
 //! - a lost connection (EOF, socket error, a malformed frame from the server)
 //!   fails every command in flight with `Io(ECONNRESET)`, and later enqueues
 //!   with [`EnqueueError::Closed`];
@@ -29,12 +29,12 @@ use io_uring::opcode;
 use io_uring::types;
 use slab::Slab;
 
-use super::deadlines::Deadlines;
-use super::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Transport};
-use crate::codec::answer::libc_errno;
-use crate::codec::{CommandKind, Condition, DriveError, ScsiStatus, RECORD_LEN};
-use crate::sim::frame::{self, CommandFrame, Frame, STATUS_TRANSPORT_ERROR};
-use crate::sim::{ListenAddr, SimError, Stream};
+use crate::frame::{self, CommandFrame, Frame, STATUS_TRANSPORT_ERROR};
+use crate::{ListenAddr, SimError, Stream};
+use uring_sg::codec::answer::libc_errno;
+use uring_sg::codec::{CommandKind, Condition, DriveError, ScsiStatus, RECORD_LEN};
+use uring_sg::transport::deadlines::Deadlines;
+use uring_sg::transport::{Completion, Cqe, EnqueueError, Reply, Request, SqSink, Transport};
 
 /// Local token of the RECV entry.
 const LOCAL_RECV: u64 = 0;

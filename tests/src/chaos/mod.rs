@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use idm_sim::{Control, ControlRequest, FaultCmd, ListenAddr};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use uring_sg::sim::{Control, ControlRequest, FaultCmd, ListenAddr};
 
 pub use check::{check, End, Incarnation, Pause, Rules, Verdict};
 

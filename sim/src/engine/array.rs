@@ -1,15 +1,15 @@
 //! The embedded default: an array of in-process simulated IDM drives
-//! ([`uring_sg::transport::mem`]), so the engine runs with no hardware, no server
+//! ([`crate::transport::mem`]), so the engine runs with no hardware, no server
 //! and no configuration.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use uring_sg::firmware::FirmwareConfig;
-use uring_sg::transport::mem::{MemDrive, MemTransport};
+use idm_engine::api::{DriveOpener, EngineError};
 use uring_sg::transport::Transport;
 
-use super::{DriveOpener, Engine, EngineConfig, EngineError};
+use crate::firmware::FirmwareConfig;
+use crate::transport::mem::{MemDrive, MemTransport};
 
 /// A set of in-process drives, named `sim0`, `sim1`...
 pub struct SimArray {
@@ -68,26 +68,5 @@ impl DriveOpener for SimArray {
             t = t.with_latency(Box::new(move || l()));
         }
         Ok(vec![Box::new(t)])
-    }
-}
-
-impl Engine {
-    /// An engine on `n` in-process simulated drives (`sim0`..), with the default
-    /// configuration otherwise: the embedded default of the `idm` command line,
-    /// the tests and the benchmarks. [`Engine::simulated_drives`] lists the names.
-    pub fn simulated(n: usize) -> Result<Engine, EngineError> {
-        let array = SimArray::new(n);
-        Engine::on_array(array, |_| {})
-    }
-
-    /// An engine on `array`, with `tweak` applied to the default configuration.
-    pub fn on_array(
-        array: Arc<SimArray>,
-        tweak: impl FnOnce(&mut EngineConfig),
-    ) -> Result<Engine, EngineError> {
-        let mut cfg = EngineConfig::new(array.clone());
-        tweak(&mut cfg);
-        let names = array.names();
-        Engine::start_with(cfg, vec![Box::new(array)], names)
     }
 }
