@@ -8,12 +8,12 @@ use std::thread::JoinHandle;
 use crossbeam::channel::{bounded, Sender};
 use uring_sg::LockId;
 
-use super::{EngineConfig, EngineError, EngineStats, Lockspace, LockspaceConfig, LockspaceShared};
+use super::{EngineConfig, EngineError, EngineStats, Lockspace, LockspaceConfig};
 use crate::completion::pair;
-use crate::reactor::msg::Msg;
-use crate::reactor::stats::ReactorStats;
 use crate::reactor::wake::Wake;
 use crate::reactor::{Reactor, ReactorConfig};
+use crate::shared::msg::Msg;
+use crate::shared::{LockspaceShared, ReactorStats};
 use crate::watchdog::{Watchdog, WatchdogState};
 
 /// One reactor as the callers see it: its queue and its wake-up.

@@ -17,19 +17,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod config;
 mod devices;
 mod engine;
-mod error;
-pub mod host_faults;
 mod lockspace;
 mod stats;
 
-pub use config::{
-    default_host_id, DriveOpener, EngineConfig, FenceAction, LockOptions, LockspaceConfig,
+pub use crate::locks::OpKind;
+pub use crate::shared::host_faults;
+pub use crate::shared::{
+    default_host_id, DriveHealth, DriveOpener, EngineConfig, EngineError, FenceAction, LockOptions,
+    LockspaceConfig, ReactorStats,
 };
 pub use devices::DeviceOpener;
 pub use engine::Engine;
-pub use error::EngineError;
-pub use lockspace::{Lockspace, LockspaceShared, OpFuture};
+pub use lockspace::{Lockspace, OpFuture};
 pub use stats::{EngineStats, OpSummary};

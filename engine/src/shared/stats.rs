@@ -2,7 +2,8 @@
 
 use hdrhistogram::Histogram;
 
-use super::drives::DriveHealth;
+use uring_sg::DriveError;
+
 use crate::locks::OpKind;
 
 /// One reactor's statistics, merged by the engine into [`crate::api::EngineStats`].
@@ -88,4 +89,22 @@ impl Default for ReactorStats {
     fn default() -> Self {
         ReactorStats::new()
     }
+}
+
+/// Health of one drive as this reactor saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriveHealth {
+    /// Commands sent to it.
+    pub commands: u64,
+    /// Errors in a row at the transport level (I/O, timeout), reset by any answer.
+    pub consecutive_errors: u32,
+    /// The last answer's error, if the last answer was one.
+    pub last_error: Option<DriveError>,
+    /// Path switches after I/O errors.
+    pub failovers: u64,
+    /// Marked unresponsive now (a command timed out, no answer since): it gets
+    /// only probes until it answers ([`crate::locks::health`]).
+    pub unresponsive: bool,
+    /// Times it became unresponsive.
+    pub unresponsive_episodes: u64,
 }

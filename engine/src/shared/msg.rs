@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use uring_sg::{LockId, Lvb, Mode};
 
-use super::stats::ReactorStats;
-use crate::api::{EngineError, LockspaceShared};
+use super::{EngineError, LockspaceShared, ReactorStats};
 use crate::completion::Completer;
 
 /// The drives of one request, as the caller named them, in a single allocation
@@ -42,11 +41,6 @@ impl DriveNames {
     /// How many drives.
     pub fn len(&self) -> usize {
         self.iter().count()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -130,4 +124,9 @@ pub enum Msg {
     Stats(Completer<Option<ReactorStats>>),
     /// Finish: release nothing, stop the thread once in-flight commands are reaped.
     Stop,
+}
+
+/// The value a caller gets when its operation is dropped unfinished.
+pub fn stopped() -> OpResult {
+    Err(EngineError::Stopped)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use uring_sg::transport::Transport;
 use uring_sg::HostId;
 
-use super::EngineError;
+use super::error::EngineError;
 use crate::watchdog::WatchdogConfig;
 
 /// Opens the paths of one drive, as named by a caller, for one reactor.
