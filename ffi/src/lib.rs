@@ -37,12 +37,12 @@
 //! written to stdout (lvmlockd may use it).
 
 pub mod abi;
-mod cptr;
 pub mod drives;
 mod guard;
 pub mod ilm;
 mod log;
 pub mod native;
+mod raw;
 mod session;
 
 pub use guard::errno_of;
