@@ -1,6 +1,10 @@
 //! The engine end to end on in-process simulated drives: real reactors, real
 //! io_uring, the firmware model answering through the byte path.
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! The engine against the simulator server over a real Unix socket: the same
 //! path `IDM_SIM` selects for the C library and the command line.
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use idm_engine::api::{Engine, EngineError, LockOptions, LockspaceConfig};

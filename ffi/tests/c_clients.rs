@@ -3,6 +3,10 @@
 //! built for this test run, then run with `IDM_SIM` set. Needs `cc` and the
 //! `uuid/uuid.h` header (Debian/Ubuntu: `apt-get install -y uuid-dev`).
 //! They need the library's simulator support (feature `sim`, the default).
+
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "sim")]
 
 use std::path::{Path, PathBuf};

@@ -7,6 +7,10 @@
 //! slowest drive, answered success on a lapsed lease, let a fenced holder store
 //! its LVB, and gave a take-over's trylock the whole deadline).
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 

@@ -38,6 +38,9 @@ impl ReactorStats {
     pub fn new() -> ReactorStats {
         // 1 ns .. 1 h at 2 significant digits (1% precision): constant, valid
         // bounds, and about 44 KB per histogram, cheap to clone for stats().
+        // An invariant, not an error path: new_with_bounds fails only for
+        // low < 1, high < 2 * low or more than 5 digits.
+        #[allow(clippy::expect_used)]
         let h = || {
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 2)
                 .expect("constant histogram bounds are valid")
