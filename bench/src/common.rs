@@ -69,9 +69,9 @@ pub fn models() -> Vec<Model> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
-    /// The engine on the socket simulator server (`Engine::with_sim_server`).
+    /// The engine on the socket simulator server (`SimEngine::with_sim_server`).
     EngineSocket,
-    /// The engine on in-process drives (`Engine::on_array`).
+    /// The engine on in-process drives (`SimEngine::on_array`).
     EngineInProc,
     /// The old stack's algorithm on the same socket simulator server.
     Baseline,
