@@ -16,6 +16,10 @@ for spec in "idm-ffi --no-default-features" "uring-sg"; do
 done
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The production build of the C library (no `sim` feature) compiles, lints clean
+# and refuses IDM_SIM (its own unit tests).
+cargo clippy -p idm-ffi --no-default-features --all-targets --locked -- -D warnings
+cargo test -p idm-ffi --no-default-features --lib --locked
 # The benchmarks' smoke run: tiny sizes, no timing assertions (keeps them working).
 cargo run -p idm-bench --locked -- --quick
 

@@ -298,6 +298,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "sim"))]
+    fn simulated_sources_are_refused_without_the_sim_feature() {
+        for source in [
+            DriveSource::Mem(3),
+            DriveSource::Sim("unix:/nonexistent".into()),
+        ] {
+            match Drives::start(source, |c| c.reactors = 1) {
+                Err(EngineError::InvalidArgument(m)) => assert!(m.contains("`sim`"), "{m}"),
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => panic!("a simulated source started without the sim feature"),
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "sim")]
     fn mem_drives_answer_version_and_unknown_names_are_refused() {
         let d = Drives::start(DriveSource::Mem(2), |c| c.reactors = 1).unwrap();
         let (major, _minor) = d.version("sim1", Duration::from_secs(5)).unwrap();
@@ -446,6 +462,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn simulated_drive_names_are_their_own_identity() {
         let names: Vec<String> = ["sim0", "sim1", "sim0", "sim2", "sim1"]
             .iter()
