@@ -12,6 +12,10 @@
 #   IDM_LIB_DIR   take the built libraries from this directory instead of
 #                 running `cargo build --release -p idm-ffi` (e.g. target/debug)
 #   DESTDIR       staging root prepended to PREFIX (packaging)
+#   IDM_FFI_SIM   0: build the library without its simulator support (cargo
+#                 feature `sim` of idm-ffi, on by default: IDM_SIM=mem:N and
+#                 the `idm sim` server; the C tests and benchmarks use it), so
+#                 it links no simulator code; ignored with IDM_LIB_DIR
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -25,7 +29,9 @@ dest=${DESTDIR:-}$prefix
 if [ -n "${IDM_LIB_DIR:-}" ]; then
 	libdir=$IDM_LIB_DIR
 else
-	(cd "$root" && cargo build --release -p idm-ffi)
+	features=
+	[ "${IDM_FFI_SIM:-1}" = 0 ] && features=--no-default-features
+	(cd "$root" && cargo build --release -p idm-ffi $features)
 	libdir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 fi
 for f in libseagate_ilm.so libseagate_ilm.a; do

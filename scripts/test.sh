@@ -4,8 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+# What production links carries no simulator: the C library built without its
+# `sim` feature, and the wire crate, depend on none of the simulator-only crates
+# (idm-sim, serde*, rand*).
+for spec in "idm-ffi --no-default-features" "uring-sg"; do
+  # shellcheck disable=SC2086 # $spec is a package and its flags
+  if cargo tree --locked -e normal --prefix none -p $spec | grep -E '^(idm-sim|serde|rand)[a-z_]* '; then
+    echo "test.sh: cargo tree -p $spec links the simulator-only crates above" >&2
+    exit 1
+  fi
+done
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The production build of the C library (no `sim` feature) compiles, lints clean
+# and refuses IDM_SIM (its own unit tests).
+cargo clippy -p idm-ffi --no-default-features --all-targets --locked -- -D warnings
+cargo test -p idm-ffi --no-default-features --lib --locked
 # The benchmarks' smoke run: tiny sizes, no timing assertions (keeps them working).
 cargo run -p idm-bench --locked -- --quick
 

@@ -38,11 +38,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use idm_sim::frame::{self, CommandFrame, Frame, STATUS_TRANSPORT_ERROR};
 use rand::Rng;
 use uring_sg::codec::{
     decode_table_count, Condition, ControlByte, DriveError, MutexOp, MutexState, Record, ScsiStatus,
 };
-use uring_sg::sim::frame::{self, CommandFrame, Frame, STATUS_TRANSPORT_ERROR};
 use uring_sg::transport::Request;
 use uring_sg::{HostId, LockId, Mode};
 
@@ -383,7 +383,7 @@ impl Drop for Baseline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uring_sg::sim::{ListenAddr, SimConfig, SimHandle};
+    use idm_sim::{ListenAddr, SimConfig, SimHandle};
 
     #[test]
     fn baseline_locks_counts_renews_and_releases_through_the_simulator() {

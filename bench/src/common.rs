@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use idm_engine::api::{Engine, EngineError, SimArray};
+use idm_engine::api::{Engine, EngineError};
+use idm_sim::engine::{SimArray, SimEngine};
+use idm_sim::firmware::FirmwareConfig;
+use idm_sim::{Latency, ListenAddr, SimConfig};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
-use uring_sg::firmware::FirmwareConfig;
-use uring_sg::sim::{Latency, ListenAddr, SimConfig};
 use uring_sg::{HostId, LockId};
 
 /// Errors of the benchmark harness.
@@ -68,9 +69,9 @@ pub fn models() -> Vec<Model> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
-    /// The engine on the socket simulator server (`Engine::with_sim_server`).
+    /// The engine on the socket simulator server (`SimEngine::with_sim_server`).
     EngineSocket,
-    /// The engine on in-process drives (`Engine::on_array`).
+    /// The engine on in-process drives (`SimEngine::on_array`).
     EngineInProc,
     /// The old stack's algorithm on the same socket simulator server.
     Baseline,
@@ -202,6 +203,9 @@ pub fn host_id(label: &str) -> HostId {
 }
 
 /// A fresh latency histogram (1 ns .. 1 h, 3 digits).
+// An invariant, not an error path: new_with_bounds fails only for low < 1,
+// high < 2 * low or more than 5 digits.
+#[allow(clippy::expect_used)]
 pub fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
         .expect("constant histogram bounds are valid")

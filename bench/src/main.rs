@@ -3,8 +3,8 @@
 //! Run: `cargo run --release -p idm-bench -- [scenario...] [--quick] [--json FILE]
 //! [--svg DIR]`. Scenarios: `latency`, `throughput`, `renewal`, `contention`,
 //! `quorum` (default: all). Every scenario runs against the socket simulator
-//! server (`Engine::with_sim_server`) and the in-process drives
-//! (`Engine::on_array`), with zero latency and with modelled latency, and runs the
+//! server (`idm_sim::engine::SimEngine::with_sim_server`) and the in-process drives
+//! (`SimEngine::on_array`), with zero latency and with modelled latency, and runs the
 //! old stack's algorithm ([`baseline`]) through the same socket server in the same
 //! run, so each headline figure is a ratio measured side by side. All drives are
 //! simulated; nothing here is a hardware result.

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use idm_engine::api::{LockOptions, LockspaceConfig};
+use idm_sim::Latency;
 use indicatif::ProgressBar;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
-use uring_sg::sim::Latency;
 use uring_sg::Mode;
 
 use crate::baseline::Baseline;

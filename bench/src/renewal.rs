@@ -21,9 +21,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use idm_engine::api::{LockOptions, LockspaceConfig};
+use idm_sim::Latency;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use uring_sg::sim::Latency;
 use uring_sg::Mode;
 
 use crate::baseline::Baseline;

@@ -4,16 +4,17 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
+use idm_sim::engine::SimEngine;
 use uring_sg::Mode;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::args().nth(1).map_or(Ok(10_000), |a| a.parse())?;
-    let fw = uring_sg::firmware::FirmwareConfig {
+    let fw = idm_sim::firmware::FirmwareConfig {
         capacity: n + 100,
         ..Default::default()
     };
     let engine = Engine::on_array(
-        idm_engine::api::SimArray::with_firmware(8, fw, None),
+        idm_sim::engine::SimArray::with_firmware(8, fw, None),
         |_| {},
     )?;
     let names = engine.simulated_drives();

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
+use idm_sim::engine::SimEngine;
 use uring_sg::Mode;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

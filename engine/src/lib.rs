@@ -2,27 +2,59 @@
 //!
 //! A lock spans N drives that each keep a table of mutexes in firmware; the lock
 //! is held when ⌊N/2⌋+1 drives granted it (`../shared/IDM.md` §7). This crate is
-//! the host side of that protocol, built sans-IO (ARCHITECTURE.md principle 1):
+//! the host side of that protocol: the sans-IO core (ARCHITECTURE.md principle 1),
+//! the reactor threads that run it on io_uring, and the Rust API callers use.
 //!
-//! - [`protocol`]: one state machine per lock operation (acquire, release, renew,
-//!   convert, read LVB, host count, mode, destroy) behind the [`protocol::Operation`]
-//!   trait. They take `(now, drive reply)` and emit drive commands
-//!   ([`uring_sg::transport::Request`]) and timers. The contract with the reactor
-//!   that runs them is in the [`protocol`] module docs.
-//! - [`locks`]: the per-lock lifecycle around those machines ([`locks::LockTable`]):
-//!   queueing, renewal scheduling, fencing, answering callers at quorum, late
-//!   replies, unresponsive drives, command timeouts. Sans-IO too: the reactor and
-//!   the deterministic simulation run the same table.
-//! - [`lease`]: how long a held lock may be trusted.
-//! - [`fencing`]: when to renew and when to fence.
-//! - [`time`]: [`Nanos`], the monotonic time all of it runs on.
-//! - [`watchdog`]: watchdog fencing; its arithmetic ([`watchdog::WatchdogPlan`])
-//!   is sans-IO, its thread and device I/O are thin.
-//! - [`error`]: [`LockError`], the one error type of lock operations.
+//! **Layers**, each importing only from the ones below it:
+//!
+//! 1. [`api`] (public): [`api::Engine`] (the reactor threads and the way requests
+//!    reach them), [`api::Lockspace`] (a host ID, a lease, a fencing action, and
+//!    the lock calls, blocking or as futures), [`api::DeviceOpener`] (real drives
+//!    by path: sg, bsg, NVMe, multipath), configuration, [`api::EngineError`] and
+//!    [`api::EngineStats`]. Drives are opened through the
+//!    [`api::DriveOpener`] trait, and [`api::Engine::start_keeping`] keeps an
+//!    opaque value alive with the engine: the two hooks the simulator crate
+//!    (`idm-sim`, `idm_sim::engine`) builds its engines on; this crate knows
+//!    nothing about the simulator.
+//! 2. `reactor` (private): one thread per reactor that owns an io_uring, the drives
+//!    it talks to and the [`locks::LockTable`] of the locks hashed to it; a shell
+//!    that moves bytes and time between the ring and the table.
+//! 3. `shared` (private; its public types re-exported by [`api`]): what `api` and
+//!    the reactor exchange: configuration, [`api::EngineError`], the request and
+//!    reply messages, the part of a lockspace its reactors share, statistics.
+//!    [`completion`]: the one-shot completion a result travels back on.
+//! 4. The sans-IO core (public, run by the reactor and by the deterministic
+//!    simulation in `idm-tests` alike):
+//!    - [`locks`]: the per-lock lifecycle around the protocol machines
+//!      ([`locks::LockTable`]): queueing, renewal scheduling, fencing, answering
+//!      callers at quorum, late replies, unresponsive drives, command timeouts;
+//!      [`locks::OpKind`] names the operation kinds statistics are kept by;
+//!    - [`protocol`]: one state machine per lock operation (acquire, release,
+//!      renew, convert, read LVB, host count, mode, destroy) behind the
+//!      [`protocol::Operation`] trait. They take `(now, drive reply)` and emit drive
+//!      commands ([`uring_sg::transport::Request`]) and timers. The contract with
+//!      the table that runs them is in the [`protocol`] module docs;
+//!    - [`lease`]: how long a held lock may be trusted; [`fencing`]: when to renew
+//!      and when to fence; [`time`]: [`Nanos`], the monotonic time all of it runs
+//!      on; [`error`]: [`LockError`], the one error type of lock operations.
+//! 5. [`watchdog`]: watchdog fencing; its arithmetic ([`watchdog::WatchdogPlan`])
+//!    is sans-IO, its thread and device I/O are thin.
 //!
 //! Nothing in the protocol, the lock table or the plans does I/O, reads a clock
 //! or spawns a thread: the reactor (real io_uring) and the deterministic
 //! simulation (virtual time) drive the same code.
+//!
+//! ```no_run
+//! use idm_engine::api::{DeviceOpener, Engine, EngineConfig, LockOptions, LockspaceConfig};
+//! use std::sync::Arc;
+//! use uring_sg::Mode;
+//!
+//! let engine = Engine::start(EngineConfig::new(Arc::new(DeviceOpener::new())))?;
+//! let ls = engine.lockspace(LockspaceConfig::new("vg0"))?;
+//! let drives = ["/dev/sdb", "/dev/sdc", "/dev/sdd"];
+//! ls.lock("vg0-lv0".parse()?, Mode::Exclusive, &drives, LockOptions::default())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ## DESIGN NOTE: why a held lock is safe to use, and until when
 //!
@@ -170,7 +202,8 @@ pub mod fencing;
 pub mod lease;
 pub mod locks;
 pub mod protocol;
-pub mod reactor;
+pub(crate) mod reactor;
+pub(crate) mod shared;
 pub mod time;
 pub mod watchdog;
 

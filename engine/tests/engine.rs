@@ -1,13 +1,18 @@
 //! The engine end to end on in-process simulated drives: real reactors, real
 //! io_uring, the firmware model answering through the byte path.
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idm_engine::api::{Engine, EngineError, FenceAction, LockOptions, LockspaceConfig, SimArray};
+use idm_engine::api::{Engine, EngineError, FenceAction, LockOptions, LockspaceConfig};
 use idm_engine::error::LockError;
 use idm_engine::locks::OpKind;
+use idm_sim::engine::{SimArray, SimEngine};
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
 fn host(name: &str) -> HostId {
@@ -390,7 +395,7 @@ fn an_acquire_queued_behind_a_release_keeps_the_lock_releasable() {
     // released when its lockspace was dropped (the drop then waited forever).
     let array = SimArray::with_firmware(
         3,
-        uring_sg::firmware::FirmwareConfig::default(),
+        idm_sim::firmware::FirmwareConfig::default(),
         Some(Arc::new(|| Duration::from_micros(200))),
     );
     let engine = Engine::on_array(array.clone(), |c| c.reactors = 1).unwrap();
@@ -431,4 +436,42 @@ fn short_leases_with_many_quick_lock_cycles_never_fence() {
     }
     assert!(!ls.is_fenced(), "fenced after {i} cycles");
     assert_eq!(engine.stats().unwrap().fences(), 0);
+}
+
+#[test]
+fn required_lockspace_refuses_locks_and_valid_until_reports() {
+    // Moved from the watchdog's unit tests: it needs the simulator (idm-sim), which
+    // only integration tests can link with the same idm-engine.
+    let engine = Engine::simulated(3).unwrap();
+    assert!(engine.watchdog().is_none());
+    let drives = engine.simulated_drives();
+    let id = "wd-1".parse().unwrap();
+    let mut cfg = LockspaceConfig::new("wd");
+    cfg.require_watchdog = true;
+    let ls = engine.lockspace(cfg).unwrap();
+    let e = ls
+        .lock(
+            id,
+            uring_sg::Mode::Exclusive,
+            &drives,
+            LockOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, EngineError::NoWatchdog(_)), "{e}");
+    assert_eq!(e.errno(), 19);
+    let plain = engine.lockspace(LockspaceConfig::new("plain")).unwrap();
+    assert_eq!(plain.valid_until(id).unwrap(), None);
+    plain
+        .lock(
+            id,
+            uring_sg::Mode::Exclusive,
+            &drives,
+            LockOptions::default(),
+        )
+        .unwrap();
+    let until = plain.valid_until(id).unwrap().expect("held");
+    // 60 s lease: validity is the send time plus 60 s minus the drift margin.
+    assert!(until > Instant::now());
+    plain.unlock(id).unwrap();
+    assert_eq!(plain.valid_until(id).unwrap(), None);
 }

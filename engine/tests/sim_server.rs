@@ -1,11 +1,16 @@
 //! The engine against the simulator server over a real Unix socket: the same
 //! path `IDM_SIM` selects for the C library and the command line.
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use idm_engine::api::{Engine, EngineError, LockOptions, LockspaceConfig};
 use idm_engine::error::LockError;
-use uring_sg::sim::{FaultCmd, ListenAddr, SimConfig};
+use idm_sim::engine::SimEngine;
+use idm_sim::{FaultCmd, ListenAddr, SimConfig};
 use uring_sg::Mode;
 
 #[test]
@@ -45,7 +50,7 @@ fn lock_contention_and_a_cut_host_through_the_socket_simulator() {
     b.unlock(id).unwrap();
 
     // Cut host a's reactors off two drives: it can no longer reach a majority.
-    let mut ctl = uring_sg::sim::Control::connect(&bound[0]).unwrap();
+    let mut ctl = idm_sim::Control::connect(&bound[0]).unwrap();
     for d in ["sim0", "sim1"] {
         for r in 0..engine.reactors() {
             ctl.fault(
@@ -82,7 +87,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use idm_engine::api::{FenceAction, Lockspace};
-use uring_sg::sim::{ControlRequest, ControlResponse};
+use idm_sim::{ControlRequest, ControlResponse};
 
 /// An engine on its own simulator with `n` drives, and one lockspace with `lease`.
 fn setup(
@@ -154,9 +159,9 @@ fn a_power_cycled_drive_is_healed_by_renewal() {
     let drives = engine.simulated_drives();
     let id = "healed".parse().unwrap();
     a.lock(id, Mode::Exclusive, &drives, no_wait()).unwrap();
-    let mut ctl = uring_sg::sim::Control::connect(&bound[0]).unwrap();
+    let mut ctl = idm_sim::Control::connect(&bound[0]).unwrap();
     ctl.fault("sim0", FaultCmd::PowerCycle).unwrap();
-    let table = |ctl: &mut uring_sg::sim::Control| match ctl
+    let table = |ctl: &mut idm_sim::Control| match ctl
         .request(&ControlRequest::DumpTable {
             drive: "sim0".into(),
         })
@@ -192,7 +197,7 @@ fn drives_stalled_beyond_the_lease_fence_the_lockspace_before_the_lease_ends() {
         no_wait(),
     )
     .unwrap();
-    let mut ctl = uring_sg::sim::Control::connect(&bound[0]).unwrap();
+    let mut ctl = idm_sim::Control::connect(&bound[0]).unwrap();
     // Every renewal sent so far was sent before this instant, so no lease of
     // this lock can be valid beyond it plus one lease.
     let stalled_at = Instant::now();

@@ -338,12 +338,24 @@ extern "C" {
 
 /**
  * Starts an engine as `cfg` says (NULL: all defaults) and stores it in `*out`.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `cfg` is NULL or valid for reading one
+ * `idm_engine_config` whose `drives` is NULL or NUL-terminated; `out` is NULL or valid
+ * for writing one pointer; all stay valid and unchanged for the call.
  */
 int idm_engine_new(const struct idm_engine_config *cfg, struct idm_engine **out);
 
 /**
  * Releases the caller's engine handle. Open lockspaces keep the reactors running
  * until they are closed; operations in flight still complete.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `e` is NULL or a handle from
+ * `idm_engine_new`, freed only once and not used afterwards; all stay valid and
+ * unchanged for the call.
  */
 void idm_engine_free(struct idm_engine *e);
 
@@ -351,28 +363,58 @@ void idm_engine_free(struct idm_engine *e);
  * The eventfd that is readable while completions are queued (non-blocking,
  * close-on-exec, owned by the engine: do not read or close it). `-EINVAL` if
  * the engine delivers to a callback.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `e` is NULL or a handle from
+ * `idm_engine_new` not yet freed; all stay valid and unchanged for the call.
  */
 int idm_engine_eventfd(const struct idm_engine *e);
 
 /**
  * Moves up to `max` queued completions to `out` without blocking; returns how
  * many (0 if none).
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `e` is NULL or a handle from
+ * `idm_engine_new` not yet freed; `out` is NULL or valid for writing `max`
+ * completions; all stay valid and unchanged for the call.
  */
 long idm_engine_reap(const struct idm_engine *e, struct idm_completion *out, size_t max);
 
 /**
  * Like `idm_engine_reap`, but waits up to `timeout_ms` (negative: forever) for
  * at least one completion; returns 0 on timeout.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `e` is NULL or a handle from
+ * `idm_engine_new` not yet freed; `out` is NULL or valid for writing `max`
+ * completions; all stay valid and unchanged for the call.
  */
 long idm_engine_wait(const struct idm_engine *e, struct idm_completion *out, size_t max, int timeout_ms);
 
 /**
  * Fills `*out` with the engine's statistics.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `e` is NULL or a handle from
+ * `idm_engine_new` not yet freed; `out` is NULL or valid for writing one `idm_stats`;
+ * all stay valid and unchanged for the call.
  */
 int idm_engine_stats(const struct idm_engine *e, struct idm_stats *out);
 
 /**
  * Opens a lockspace on engine `e` (`cfg` NULL: defaults) into `*out`.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `e` is NULL or a handle from
+ * `idm_engine_new` not yet freed; `cfg` is NULL or valid for reading one
+ * `idm_lockspace_config` whose pointers are NULL or valid as its fields say; `out` is
+ * NULL or valid for writing one pointer; all stay valid and unchanged for the call.
  */
 int idm_lockspace_open(const struct idm_engine *e, const struct idm_lockspace_config *cfg, struct idm_lockspace **out);
 
@@ -380,11 +422,22 @@ int idm_lockspace_open(const struct idm_engine *e, const struct idm_lockspace_co
  * Closes a lockspace: with `release` non-zero its locks are released on the
  * drives, else they are left to lapse. Blocks until the reactors are done with
  * it; operations still in flight complete with an error.
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `l` is NULL or a handle from
+ * `idm_lockspace_open`, closed only once and not used afterwards; all stay valid and
+ * unchanged for the call.
  */
 int idm_lockspace_close(struct idm_lockspace *l, int release);
 
 /**
  * Makes `percent` (0..=100) of the lockspace's drive commands fail with EIO (tests).
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `l` is NULL or a handle from
+ * `idm_lockspace_open` not yet closed; all stay valid and unchanged for the call.
  */
 int idm_lockspace_inject_fault(const struct idm_lockspace *l, uint32_t percent);
 
@@ -398,6 +451,13 @@ int idm_lockspace_inject_fault(const struct idm_lockspace *l, uint32_t percent);
  * it. Renewals move it forward. 0, or `-ENOENT` when the lock is not held (or no
  * validity is left), `-EINVAL` for NULL pointers. Blocks for one round trip to
  * the lock's reactor (no drive command).
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `l` is NULL or a handle from
+ * `idm_lockspace_open` not yet closed; `lock_id` is NULL or valid for reading 64
+ * bytes; `mono_ns` is NULL or valid for writing one `uint64_t`; all stay valid and
+ * unchanged for the call.
  */
 int idm_lockspace_valid_until(const struct idm_lockspace *l, const uint8_t *lock_id, uint64_t *mono_ns);
 
@@ -405,6 +465,13 @@ int idm_lockspace_valid_until(const struct idm_lockspace *l, const uint8_t *lock
  * Submits `n` operations without waiting for drives. Returns `n` (each
  * operation then completes exactly once, invalid ones at once with their error)
  * or a negative errno if the batch itself is invalid (NULL pointers).
+ *
+ * # Safety
+ *
+ * The pointers, as the C caller passes them: `l` is NULL or a handle from
+ * `idm_lockspace_open` not yet closed; `ops` is NULL or valid for reading `n`
+ * operations whose `drives` are as `idm_op` says; all stay valid and unchanged for the
+ * call.
  */
 long idm_submit(const struct idm_lockspace *l, const struct idm_op *ops, size_t n);
 

@@ -21,9 +21,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idm_engine::api::{
-    DeviceOpener, DriveOpener, Engine, EngineConfig, EngineError, SimArray, SimServerOpener,
-};
+use idm_engine::api::{DeviceOpener, DriveOpener, Engine, EngineConfig, EngineError};
+#[cfg(feature = "sim")]
+use idm_sim::engine::{SimArray, SimEngine, SimServerOpener};
 use uring_sg::discovery::{DriveCache, Roots};
 use uring_sg::driver::Driver;
 use uring_sg::transport::{Request, Transport};
@@ -143,16 +143,26 @@ impl Drives {
         tweak: impl FnOnce(&mut EngineConfig),
     ) -> Result<Drives, EngineError> {
         let (engine, opener): (Engine, Arc<dyn DriveOpener>) = match &source {
+            #[cfg(feature = "sim")]
             DriveSource::Mem(n) => {
                 let array = SimArray::new(*n);
                 let engine = Engine::on_array(array.clone(), tweak)?;
                 (engine, array)
             }
+            #[cfg(feature = "sim")]
             DriveSource::Sim(addr) => {
                 let opener: Arc<dyn DriveOpener> = Arc::new(SimServerOpener::parse(addr)?);
                 let mut cfg = EngineConfig::new(opener.clone());
                 tweak(&mut cfg);
                 (Engine::start(cfg)?, opener)
+            }
+            #[cfg(not(feature = "sim"))]
+            DriveSource::Mem(_) | DriveSource::Sim(_) => {
+                return Err(EngineError::InvalidArgument(
+                    "IDM_SIM is set, but this library was built without simulator \
+                     support (cargo feature `sim` of idm-ffi)"
+                        .into(),
+                ))
             }
             DriveSource::Real => {
                 let opener: Arc<dyn DriveOpener> = Arc::new(DeviceOpener::new());
@@ -191,19 +201,30 @@ impl Drives {
     /// outside an in-process array are logged once per call.
     pub fn precheck(&self, name: &str) -> Result<(), i32> {
         if let DriveSource::Mem(_) = &self.source {
-            if !self.engine.simulated_drives().iter().any(|d| d == name) {
+            if !self.simulated(name) {
                 tracing::warn!(drive = name, "no such simulated drive: it counts as failed");
             }
         }
         Ok(())
     }
 
+    /// Whether `name` is one of the in-process array's drives.
+    #[cfg(feature = "sim")]
+    fn simulated(&self, name: &str) -> bool {
+        self.engine.simulated_drives().iter().any(|d| d == name)
+    }
+
+    /// Whether `name` is one of the in-process array's drives (there is none
+    /// without the simulator).
+    #[cfg(not(feature = "sim"))]
+    fn simulated(&self, _name: &str) -> bool {
+        false
+    }
+
     /// Refuses a name that is not one of an in-process array's drives.
     fn known(&self, name: &str) -> Result<(), i32> {
         match &self.source {
-            DriveSource::Mem(_) if !self.engine.simulated_drives().iter().any(|d| d == name) => {
-                Err(errno::ENOENT)
-            }
+            DriveSource::Mem(_) if !self.simulated(name) => Err(errno::ENOENT),
             _ => Ok(()),
         }
     }
@@ -277,6 +298,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "sim"))]
+    fn simulated_sources_are_refused_without_the_sim_feature() {
+        for source in [
+            DriveSource::Mem(3),
+            DriveSource::Sim("unix:/nonexistent".into()),
+        ] {
+            match Drives::start(source, |c| c.reactors = 1) {
+                Err(EngineError::InvalidArgument(m)) => assert!(m.contains("`sim`"), "{m}"),
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => panic!("a simulated source started without the sim feature"),
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "sim")]
     fn mem_drives_answer_version_and_unknown_names_are_refused() {
         let d = Drives::start(DriveSource::Mem(2), |c| c.reactors = 1).unwrap();
         let (major, _minor) = d.version("sim1", Duration::from_secs(5)).unwrap();
@@ -425,6 +462,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn simulated_drive_names_are_their_own_identity() {
         let names: Vec<String> = ["sim0", "sim1", "sim0", "sim2", "sim1"]
             .iter()

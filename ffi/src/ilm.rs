@@ -31,8 +31,8 @@ use crate::abi::{
     idm_lock_id, idm_lock_op, IDM_MODE_EXCLUSIVE, IDM_MODE_SHAREABLE, IDM_MODE_UNLOCK,
     IDM_VALUE_LEN,
 };
-use crate::cptr;
 use crate::guard::{errno, guarded};
+use crate::raw;
 use crate::session::{global, lease_of, mode_of, Session};
 
 /// `uuid_t ilm_uuid`: 16 bytes identifying this host, from its host ID (the 32 hex
@@ -114,14 +114,20 @@ fn session(sock: c_int) -> Result<std::sync::Arc<Session>, i32> {
 
 /// `int ilm_connect(int *sock)`: a new lockspace handle in `*sock`. Starts the
 /// engine on first use.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `sock` is NULL or valid for writing one
+/// `int`; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_connect(sock: *mut c_int) -> c_int {
+pub unsafe extern "C" fn ilm_connect(sock: *mut c_int) -> c_int {
     guarded("ilm_connect", || {
         if sock.is_null() {
             return Err(errno::EINVAL);
         }
         let h = global()?.connect()?;
-        cptr::put(sock, h)
+        // SAFETY: `sock` is NULL or points to a writable `c_int` (ilm.h contract).
+        unsafe { raw::put(sock, h) }
     })
 }
 
@@ -133,8 +139,14 @@ pub extern "C" fn ilm_disconnect(sock: c_int) -> c_int {
 
 /// `int ilm_version(int sock, char *drive, uint8_t *major, uint8_t *minor)`: the
 /// IDM version of `drive`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `drive` is NULL or a NUL-terminated
+/// string; `major` is NULL or valid for writing one `uint8_t`; `minor` is NULL or valid
+/// for writing one `uint8_t`; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_version(
+pub unsafe extern "C" fn ilm_version(
     sock: c_int,
     drive: *mut c_char,
     major: *mut u8,
@@ -143,24 +155,41 @@ pub extern "C" fn ilm_version(
     guarded("ilm_version", || {
         let g = global()?;
         g.session(sock)?;
-        let name = cptr::string(drive)?;
+        // SAFETY: `drive` is NULL or a NUL-terminated string (ilm.h contract).
+        let name = unsafe { raw::string(drive) }?;
         if major.is_null() || minor.is_null() {
             return Err(errno::EINVAL);
         }
         let (ma, mi) = g.drives.version(&name, Duration::from_secs(5))?;
-        cptr::put(major, ma)?;
-        cptr::put(minor, mi)
+        // SAFETY: `major` is NULL or points to a writable `u8` (ilm.h contract).
+        unsafe { raw::put(major, ma) }?;
+        // SAFETY: `minor` is NULL or points to a writable `u8` (ilm.h contract).
+        unsafe { raw::put(minor, mi) }
     })
 }
 
 /// `int ilm_lock(int sock, struct idm_lock_id *id, struct idm_lock_op *op)`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; `op` is NULL or valid for reading one `struct idm_lock_op`
+/// whose first `drive_num` entries are NULL or NUL-terminated strings; all stay valid
+/// and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_lock(sock: c_int, id: *mut idm_lock_id, op: *mut idm_lock_op) -> c_int {
+pub unsafe extern "C" fn ilm_lock(
+    sock: c_int,
+    id: *mut idm_lock_id,
+    op: *mut idm_lock_op,
+) -> c_int {
     guarded("ilm_lock", || {
         let g = global()?;
         let s = g.session(sock)?;
-        let id = cptr::lock_id(id)?;
-        let (mode, drives, timeout) = cptr::lock_op(op)?;
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
+        // SAFETY: `op` is NULL or a `struct idm_lock_op` whose used drive entries are NUL-
+        // terminated strings (ilm.h contract).
+        let (mode, drives, timeout) = unsafe { raw::lock_op(op) }?;
         let mode = mode_of(mode)?;
         let lease = lease_of(timeout, g.timing.min_lease())?;
         s.lock(g, id, mode, &drives, lease)
@@ -168,20 +197,33 @@ pub extern "C" fn ilm_lock(sock: c_int, id: *mut idm_lock_id, op: *mut idm_lock_
 }
 
 /// `int ilm_unlock(int sock, struct idm_lock_id *id)`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_unlock(sock: c_int, id: *mut idm_lock_id) -> c_int {
+pub unsafe extern "C" fn ilm_unlock(sock: c_int, id: *mut idm_lock_id) -> c_int {
     guarded("ilm_unlock", || {
         let s = session(sock)?;
-        s.unlock(cptr::lock_id(id)?)
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
+        s.unlock(id)
     })
 }
 
 /// `int ilm_convert(int sock, struct idm_lock_id *id, uint32_t mode)`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_convert(sock: c_int, id: *mut idm_lock_id, mode: u32) -> c_int {
+pub unsafe extern "C" fn ilm_convert(sock: c_int, id: *mut idm_lock_id, mode: u32) -> c_int {
     guarded("ilm_convert", || {
         let s = session(sock)?;
-        let id = cptr::lock_id(id)?;
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
         s.convert(id, mode_of(mode)?)
     })
 }
@@ -196,8 +238,14 @@ fn check_lvb_len(len: c_int) -> Result<usize, i32> {
 
 /// `int ilm_write_lvb(int sock, struct idm_lock_id *id, char *lvb, int lvb_len)`:
 /// the value stored with the unlock (`lvb_len` must be 8; byte 7 reads back 0).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; `lvb` is NULL or valid for `lvb_len` bytes; all stay valid and
+/// unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_write_lvb(
+pub unsafe extern "C" fn ilm_write_lvb(
     sock: c_int,
     id: *mut idm_lock_id,
     lvb: *mut c_char,
@@ -205,17 +253,26 @@ pub extern "C" fn ilm_write_lvb(
 ) -> c_int {
     guarded("ilm_write_lvb", || {
         let s = session(sock)?;
-        let id = cptr::lock_id(id)?;
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
         let n = check_lvb_len(lvb_len)?;
         let mut v = [0u8; IDM_VALUE_LEN];
-        v.copy_from_slice(cptr::bytes(lvb, n)?);
+        // SAFETY: `lvb` is NULL or holds `lvb_len` bytes (ilm.h contract).
+        let src = unsafe { raw::bytes(lvb, n) }?;
+        v.copy_from_slice(src);
         s.write_lvb(id, Lvb(v))
     })
 }
 
 /// `int ilm_read_lvb(int sock, struct idm_lock_id *id, char *lvb, int lvb_len)`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; `lvb` is NULL or valid for `lvb_len` bytes; all stay valid and
+/// unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_read_lvb(
+pub unsafe extern "C" fn ilm_read_lvb(
     sock: c_int,
     id: *mut idm_lock_id,
     lvb: *mut c_char,
@@ -223,13 +280,16 @@ pub extern "C" fn ilm_read_lvb(
 ) -> c_int {
     guarded("ilm_read_lvb", || {
         let s = session(sock)?;
-        let id = cptr::lock_id(id)?;
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
         let n = check_lvb_len(lvb_len)?;
         if lvb.is_null() {
             return Err(errno::EINVAL);
         }
         let v = s.read_lvb(id)?;
-        cptr::copy_out(lvb, &v.0[..n])
+        // SAFETY: `lvb` is NULL or a writable buffer of `lvb_len` bytes, apart from our memory
+        // (ilm.h contract).
+        unsafe { raw::copy_out(lvb.cast::<u8>(), &v.0[..n]) }
     })
 }
 
@@ -242,19 +302,27 @@ pub extern "C" fn ilm_set_signal(sock: c_int, signo: c_int) -> c_int {
 
 /// `int ilm_set_killpath(int sock, char *killpath, char *killargs)`: the fencing
 /// program and its white-space separated arguments (`killargs` may be NULL).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `killpath` is NULL or a NUL-terminated
+/// string; `killargs` is NULL or a NUL-terminated string; all stay valid and unchanged
+/// for the call.
 #[no_mangle]
-pub extern "C" fn ilm_set_killpath(
+pub unsafe extern "C" fn ilm_set_killpath(
     sock: c_int,
     killpath: *mut c_char,
     killargs: *mut c_char,
 ) -> c_int {
     guarded("ilm_set_killpath", || {
         let s = session(sock)?;
-        let path = cptr::string(killpath)?;
+        // SAFETY: `killpath` is NULL or a NUL-terminated string (ilm.h contract).
+        let path = unsafe { raw::string(killpath) }?;
         let args = if killargs.is_null() {
             String::new()
         } else {
-            cptr::string(killargs)?
+            // SAFETY: `killargs` is NULL or a NUL-terminated string (ilm.h contract).
+            unsafe { raw::string(killargs) }?
         };
         s.set_killpath(path, args)
     })
@@ -263,8 +331,16 @@ pub extern "C" fn ilm_set_killpath(
 /// `int ilm_get_host_count(int sock, struct idm_lock_id *id, struct idm_lock_op
 /// *op, int *count, int *self)`: other hosts holding the lock on `op`'s drives,
 /// and whether this lockspace's host holds it (`op`'s mode and timeout are not used).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; `op` is NULL or valid for reading one `struct idm_lock_op`
+/// whose first `drive_num` entries are NULL or NUL-terminated strings; `count` is NULL
+/// or valid for writing one `int`; `self_` is NULL or valid for writing one `int`; all
+/// stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_get_host_count(
+pub unsafe extern "C" fn ilm_get_host_count(
     sock: c_int,
     id: *mut idm_lock_id,
     op: *mut idm_lock_op,
@@ -274,21 +350,33 @@ pub extern "C" fn ilm_get_host_count(
     guarded("ilm_get_host_count", || {
         let g = global()?;
         let s = g.session(sock)?;
-        let id = cptr::lock_id(id)?;
-        let (_, drives, _) = cptr::lock_op(op)?;
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
+        // SAFETY: `op` is NULL or a `struct idm_lock_op` whose used drive entries are NUL-
+        // terminated strings (ilm.h contract).
+        let (_, drives, _) = unsafe { raw::lock_op(op) }?;
         if count.is_null() || self_.is_null() {
             return Err(errno::EINVAL);
         }
         let (others, me) = s.host_count(g, id, &drives)?;
-        cptr::put(count, c_int::try_from(others).unwrap_or(c_int::MAX))?;
-        cptr::put(self_, c_int::from(me))
+        // SAFETY: `count` is NULL or points to a writable `c_int` (ilm.h contract).
+        unsafe { raw::put(count, c_int::try_from(others).unwrap_or(c_int::MAX)) }?;
+        // SAFETY: `self_` is NULL or points to a writable `c_int` (ilm.h contract).
+        unsafe { raw::put(self_, c_int::from(me)) }
     })
 }
 
 /// `int ilm_get_mode(int sock, struct idm_lock_id *id, struct idm_lock_op *op,
 /// int *mode)`: the lock's mode on `op`'s drives (`IDM_MODE_UNLOCK` if unlocked).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading one
+/// `struct idm_lock_id`; `op` is NULL or valid for reading one `struct idm_lock_op`
+/// whose first `drive_num` entries are NULL or NUL-terminated strings; `mode` is NULL
+/// or valid for writing one `int`; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_get_mode(
+pub unsafe extern "C" fn ilm_get_mode(
     sock: c_int,
     id: *mut idm_lock_id,
     op: *mut idm_lock_op,
@@ -297,8 +385,11 @@ pub extern "C" fn ilm_get_mode(
     guarded("ilm_get_mode", || {
         let g = global()?;
         let s = g.session(sock)?;
-        let id = cptr::lock_id(id)?;
-        let (_, drives, _) = cptr::lock_op(op)?;
+        // SAFETY: `id` is NULL or a `struct idm_lock_id` (ilm.h contract).
+        let id = unsafe { raw::lock_id(id) }?;
+        // SAFETY: `op` is NULL or a `struct idm_lock_op` whose used drive entries are NUL-
+        // terminated strings (ilm.h contract).
+        let (_, drives, _) = unsafe { raw::lock_op(op) }?;
         if mode.is_null() {
             return Err(errno::EINVAL);
         }
@@ -307,21 +398,29 @@ pub extern "C" fn ilm_get_mode(
             Some(uring_sg::Mode::Exclusive) => IDM_MODE_EXCLUSIVE,
             Some(uring_sg::Mode::Shared) => IDM_MODE_SHAREABLE,
         };
-        cptr::put(mode, m as c_int)
+        // SAFETY: `mode` is NULL or points to a writable `c_int` (ilm.h contract).
+        unsafe { raw::put(mode, m as c_int) }
     })
 }
 
 /// `int ilm_set_host_id(int sock, char *id, int id_len)`: this lockspace's host ID
 /// on the drives (1..=32 bytes, zero-padded); `-EBUSY` while it holds locks.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `id` is NULL or valid for reading
+/// `id_len` bytes; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn ilm_set_host_id(sock: c_int, id: *mut c_char, id_len: c_int) -> c_int {
+pub unsafe extern "C" fn ilm_set_host_id(sock: c_int, id: *mut c_char, id_len: c_int) -> c_int {
     guarded("ilm_set_host_id", || {
         let s = session(sock)?;
         let n = usize::try_from(id_len).map_err(|_| errno::EINVAL)?;
         if n == 0 || n > 32 {
             return Err(errno::EINVAL);
         }
-        s.set_host_id(cptr::bytes(id, n)?)
+        // SAFETY: `id` is NULL or holds `id_len` bytes (ilm.h contract).
+        let id = unsafe { raw::bytes(id, n) }?;
+        s.set_host_id(id)
     })
 }
 

@@ -23,6 +23,11 @@
 //!   server, looked up by name;
 //! - unset: real devices (see [`drives`] for what is supported).
 //!
+//! The simulated sources need the cargo feature `sim` (on by default; it links
+//! `idm-sim` and its serde, serde_json and rand). Built without it
+//! (`--no-default-features`), the library links no simulator code, and a set
+//! `IDM_SIM` makes the engine fail to start (`-EINVAL`) instead of being ignored.
+//!
 //! ## Logging
 //!
 //! `IDM_LOG` chooses where the library logs (`tracing`): a file path (appended to)
@@ -32,12 +37,12 @@
 //! written to stdout (lvmlockd may use it).
 
 pub mod abi;
-mod cptr;
 pub mod drives;
 mod guard;
 pub mod ilm;
 mod log;
 pub mod native;
+mod raw;
 mod session;
 
 pub use guard::errno_of;

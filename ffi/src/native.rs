@@ -25,7 +25,7 @@
 
 #![allow(non_camel_case_types)] // The C names are the ABI.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::raw::{c_int, c_long};
@@ -44,6 +44,7 @@ use uring_sg::{HostId, LockId, Lvb, Mode};
 
 use crate::drives::{DriveSource, Drives};
 use crate::guard::{errno, guarded, guarded_count};
+use crate::raw;
 
 /// Operation kind: acquire in `mode` on `drives`.
 pub const IDM_OP_LOCK: u32 = 1;
@@ -377,32 +378,32 @@ fn mode_of(m: u32) -> Result<Mode, i32> {
     }
 }
 
-/// A NUL-terminated UTF-8 string, or `None` for NULL.
-fn opt_str(p: *const c_char) -> Result<Option<String>, i32> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: non-NULL and, per the header, NUL-terminated.
-    let s = unsafe { CStr::from_ptr(p) };
-    s.to_str()
-        .map(|s| Some(s.to_string()))
-        .map_err(|_| errno::EINVAL)
-}
-
 /// The drive names of `op`.
-fn op_drives(op: &idm_op) -> Result<Vec<String>, i32> {
+///
+/// # Safety
+///
+/// `op.drives` is NULL or valid for `op.drive_num` pointers, each NULL or a
+/// NUL-terminated string, all unchanged for the call (`idm_submit`'s contract).
+unsafe fn op_drives(op: &idm_op) -> Result<Vec<String>, i32> {
     if op.drive_num == 0 || op.drive_num > IDM_OP_MAX_DRIVES || op.drives.is_null() {
         return Err(errno::EINVAL);
     }
-    let ptrs = slice_of(op.drives, op.drive_num as usize);
+    // SAFETY: non-NULL and valid for `drive_num` pointers (this function's contract).
+    let ptrs = unsafe { raw::slice(op.drives, op.drive_num as usize) }?;
     ptrs.iter()
-        .map(|p| opt_str(*p)?.ok_or(errno::EINVAL))
+        // SAFETY: each entry is NULL or NUL-terminated (this function's contract).
+        .map(|p| unsafe { raw::string(*p) })
         .collect()
 }
 
 impl idm_lockspace {
     /// Starts one operation; `Err` completes it at once.
-    fn start(&self, op: &idm_op) -> Result<Fut, i32> {
+    ///
+    /// # Safety
+    ///
+    /// As [`op_drives`]: `op.drives` is NULL or `op.drive_num` valid pointers to
+    /// NULL or NUL-terminated strings.
+    unsafe fn start(&self, op: &idm_op) -> Result<Fut, i32> {
         let id = LockId(op.lock_id);
         let timeout = Duration::from_millis(if op.timeout_ms == 0 {
             5000
@@ -410,7 +411,8 @@ impl idm_lockspace {
             u64::from(op.timeout_ms)
         });
         let checked = |op: &idm_op| -> Result<Vec<String>, i32> {
-            let d = op_drives(op)?;
+            // SAFETY: `op` is the one this function got, with its contract.
+            let d = unsafe { op_drives(op) }?;
             for name in &d {
                 self.drives.precheck(name)?;
             }
@@ -436,12 +438,18 @@ impl idm_lockspace {
         })
     }
 
-    fn submit(&self, ops: &[idm_op]) {
+    /// Starts every operation of `ops`; each completes exactly once.
+    ///
+    /// # Safety
+    ///
+    /// Every op of `ops` meets [`idm_lockspace::start`]'s contract.
+    unsafe fn submit(&self, ops: &[idm_op]) {
         self.sink
             .submitted
             .fetch_add(ops.len() as u64, Ordering::Relaxed);
         for op in ops {
-            match self.start(op) {
+            // SAFETY: every op meets `start`'s contract (this function's).
+            match unsafe { self.start(op) } {
                 Ok(fut) => {
                     let task = Arc::new(Task {
                         base: idm_completion {
@@ -460,9 +468,15 @@ impl idm_lockspace {
     }
 }
 
-fn engine_new(cfg: &idm_engine_config) -> Result<Box<idm_engine>, i32> {
+/// The engine `cfg` describes.
+///
+/// # Safety
+///
+/// `cfg.drives` is NULL or a NUL-terminated string (`idm_engine_new`'s contract).
+unsafe fn engine_new(cfg: &idm_engine_config) -> Result<Box<idm_engine>, i32> {
     crate::log::init();
-    let source = match opt_str(cfg.drives)? {
+    // SAFETY: NULL or NUL-terminated (this function's contract).
+    let source = match unsafe { raw::opt_string(cfg.drives) }? {
         Some(s) => DriveSource::parse(&s),
         None => DriveSource::from_env(),
     }
@@ -502,48 +516,15 @@ fn engine_new(cfg: &idm_engine_config) -> Result<Box<idm_engine>, i32> {
     }))
 }
 
-/// `*p` as a reference, or `None` for NULL.
-fn opt_ref<'a, T>(p: *const T) -> Option<&'a T> {
-    // SAFETY: NULL or valid for a `T` that outlives the call (header contract).
-    unsafe { p.as_ref() }
-}
-
-/// Writes `v` to the non-NULL `out`.
-fn write_out<T>(out: *mut T, v: T) {
-    // SAFETY: callers checked `out` is non-NULL; it is valid for one `T` (header
-    // contract).
-    unsafe { out.write(v) }
-}
-
-/// Takes back a box handed to C with `Box::into_raw`.
-fn take_box<T>(p: *mut T) -> Box<T> {
-    // SAFETY: callers checked `p` is non-NULL; it came from `Box::into_raw` and is
-    // given back once (header contract: free / close once).
-    unsafe { Box::from_raw(p) }
-}
-
-/// The `n` items at the non-NULL `p`.
-fn slice_of<'a, T>(p: *const T, n: usize) -> &'a [T] {
-    // SAFETY: callers checked `p` is non-NULL; it is valid for `n` items that
-    // stay unchanged during the call (header contract).
-    unsafe { std::slice::from_raw_parts(p, n) }
-}
-
-/// The engine `e` points to.
-fn engine_ref<'a>(e: *const idm_engine) -> Result<&'a idm_engine, i32> {
-    // SAFETY: NULL or a pointer from `idm_engine_new` not yet freed (header contract).
-    unsafe { e.as_ref() }.ok_or(errno::EINVAL)
-}
-
-/// The lockspace `l` points to.
-fn lockspace_ref<'a>(l: *const idm_lockspace) -> Result<&'a idm_lockspace, i32> {
-    // SAFETY: NULL or a pointer from `idm_lockspace_open` not yet closed.
-    unsafe { l.as_ref() }.ok_or(errno::EINVAL)
-}
-
 /// Starts an engine as `cfg` says (NULL: all defaults) and stores it in `*out`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `cfg` is NULL or valid for reading one
+/// `idm_engine_config` whose `drives` is NULL or NUL-terminated; `out` is NULL or valid
+/// for writing one pointer; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_engine_new(
+pub unsafe extern "C" fn idm_engine_new(
     cfg: *const idm_engine_config,
     out: *mut *mut idm_engine,
 ) -> c_int {
@@ -558,20 +539,29 @@ pub extern "C" fn idm_engine_new(
             callback: None,
             callback_arg: std::ptr::null_mut(),
         };
-        let cfg = opt_ref(cfg).unwrap_or(&default);
-        let e = engine_new(cfg)?;
-        write_out(out, Box::into_raw(e));
-        Ok(())
+        // SAFETY: `cfg` is NULL or a valid `idm_engine_config` (header contract).
+        let cfg = unsafe { raw::opt_ref(cfg) }.unwrap_or(&default);
+        // SAFETY: its `drives` is NULL or NUL-terminated (header contract).
+        let e = unsafe { engine_new(cfg) }?;
+        // SAFETY: `out` is valid for one pointer (header contract).
+        unsafe { raw::write(out, Box::into_raw(e)) }
     })
 }
 
 /// Releases the caller's engine handle. Open lockspaces keep the reactors running
 /// until they are closed; operations in flight still complete.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `e` is NULL or a handle from
+/// `idm_engine_new`, freed only once and not used afterwards; all stay valid and
+/// unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_engine_free(e: *mut idm_engine) {
+pub unsafe extern "C" fn idm_engine_free(e: *mut idm_engine) {
     let _ = guarded("idm_engine_free", || {
         if !e.is_null() {
-            drop(take_box(e));
+            // SAFETY: from `idm_engine_new`, freed once (header contract).
+            drop(unsafe { raw::take_box(e) }?);
         }
         Ok(())
     });
@@ -580,11 +570,17 @@ pub extern "C" fn idm_engine_free(e: *mut idm_engine) {
 /// The eventfd that is readable while completions are queued (non-blocking,
 /// close-on-exec, owned by the engine: do not read or close it). `-EINVAL` if
 /// the engine delivers to a callback.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `e` is NULL or a handle from
+/// `idm_engine_new` not yet freed; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_engine_eventfd(e: *const idm_engine) -> c_int {
+pub unsafe extern "C" fn idm_engine_eventfd(e: *const idm_engine) -> c_int {
     let mut fd = -1;
     let r = guarded("idm_engine_eventfd", || {
-        let e = engine_ref(e)?;
+        // SAFETY: NULL or a live engine handle (header contract).
+        let e = unsafe { raw::handle(e) }?;
         if e.sink.callback.is_some() {
             return Err(errno::EINVAL);
         }
@@ -598,39 +594,62 @@ pub extern "C" fn idm_engine_eventfd(e: *const idm_engine) -> c_int {
     }
 }
 
-fn reap_into(e: &idm_engine, out: *mut idm_completion, max: usize) -> Result<usize, i32> {
+/// Moves up to `max` queued completions to `out`.
+///
+/// # Safety
+///
+/// `out` is NULL or valid and aligned for writes of `max` completions.
+unsafe fn reap_into(e: &idm_engine, out: *mut idm_completion, max: usize) -> Result<usize, i32> {
     if out.is_null() || max == 0 {
         return Err(errno::EINVAL);
     }
     let got = e.sink.reap(max);
-    // SAFETY: `out` is non-NULL and valid for `max` completions (header
-    // contract); `got.len() <= max`.
-    unsafe { std::ptr::copy_nonoverlapping(got.as_ptr(), out, got.len()) };
+    // SAFETY: `out` is valid for `max` completions (this function's contract),
+    // `got.len() <= max`, and `got` is our own memory.
+    unsafe { raw::copy_out(out, &got) }?;
     Ok(got.len())
 }
 
 /// Moves up to `max` queued completions to `out` without blocking; returns how
 /// many (0 if none).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `e` is NULL or a handle from
+/// `idm_engine_new` not yet freed; `out` is NULL or valid for writing `max`
+/// completions; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_engine_reap(
+pub unsafe extern "C" fn idm_engine_reap(
     e: *const idm_engine,
     out: *mut idm_completion,
     max: usize,
 ) -> c_long {
-    guarded_count("idm_engine_reap", || reap_into(engine_ref(e)?, out, max)) as c_long
+    guarded_count("idm_engine_reap", || {
+        // SAFETY: NULL or a live engine handle (header contract).
+        let e = unsafe { raw::handle(e) }?;
+        // SAFETY: `out` is NULL or valid for `max` completions (header contract).
+        unsafe { reap_into(e, out, max) }
+    }) as c_long
 }
 
 /// Like `idm_engine_reap`, but waits up to `timeout_ms` (negative: forever) for
 /// at least one completion; returns 0 on timeout.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `e` is NULL or a handle from
+/// `idm_engine_new` not yet freed; `out` is NULL or valid for writing `max`
+/// completions; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_engine_wait(
+pub unsafe extern "C" fn idm_engine_wait(
     e: *const idm_engine,
     out: *mut idm_completion,
     max: usize,
     timeout_ms: c_int,
 ) -> c_long {
     guarded_count("idm_engine_wait", || {
-        let e = engine_ref(e)?;
+        // SAFETY: NULL or a live engine handle (header contract).
+        let e = unsafe { raw::handle(e) }?;
         if e.sink.callback.is_some() {
             return Err(errno::EINVAL);
         }
@@ -641,7 +660,8 @@ pub extern "C" fn idm_engine_wait(
         let deadline = (timeout_ms >= 0)
             .then(|| std::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
         loop {
-            let got = reap_into(e, out, max)?;
+            // SAFETY: `out` is NULL or valid for `max` completions (header contract).
+            let got = unsafe { reap_into(e, out, max) }?;
             if got > 0 {
                 return Ok(got);
             }
@@ -665,10 +685,17 @@ pub extern "C" fn idm_engine_wait(
 }
 
 /// Fills `*out` with the engine's statistics.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `e` is NULL or a handle from
+/// `idm_engine_new` not yet freed; `out` is NULL or valid for writing one `idm_stats`;
+/// all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_engine_stats(e: *const idm_engine, out: *mut idm_stats) -> c_int {
+pub unsafe extern "C" fn idm_engine_stats(e: *const idm_engine, out: *mut idm_stats) -> c_int {
     guarded("idm_engine_stats", || {
-        let e = engine_ref(e)?;
+        // SAFETY: NULL or a live engine handle (header contract).
+        let e = unsafe { raw::handle(e) }?;
         if out.is_null() {
             return Err(errno::EINVAL);
         }
@@ -701,18 +728,27 @@ pub extern "C" fn idm_engine_stats(e: *const idm_engine, out: *mut idm_stats) ->
             host_count: op(OpKind::HostCount),
             mode: op(OpKind::Mode),
         };
-        write_out(out, v);
-        Ok(())
+        // SAFETY: `out` was checked non-NULL; it is valid for one `idm_stats`
+        // (header contract).
+        unsafe { raw::write(out, v) }
     })
 }
 
-fn lockspace_new(
+/// The lockspace `cfg` describes, on `e`.
+///
+/// # Safety
+///
+/// The pointers of `cfg` are NULL or valid: `name`, `kill_path`, `kill_args`
+/// NUL-terminated strings, `host_id` `host_id_len` bytes (`idm_lockspace_open`'s
+/// contract).
+unsafe fn lockspace_new(
     e: &idm_engine,
     cfg: Option<&idm_lockspace_config>,
 ) -> Result<Box<idm_lockspace>, i32> {
     let mut c = LockspaceConfig::new("idm");
     if let Some(cfg) = cfg {
-        if let Some(name) = opt_str(cfg.name)? {
+        // SAFETY: NULL or NUL-terminated (this function's contract).
+        if let Some(name) = unsafe { raw::opt_string(cfg.name) }? {
             c.name = name;
         }
         if cfg.lease_ms != 0 {
@@ -726,13 +762,16 @@ fn lockspace_new(
             if n == 0 || n > HostId::LEN {
                 return Err(errno::EINVAL);
             }
-            let b = slice_of(cfg.host_id, n);
+            // SAFETY: valid for `host_id_len` bytes (this function's contract).
+            let b = unsafe { raw::slice(cfg.host_id, n) }?;
             let mut id = [0u8; HostId::LEN];
             id[..n].copy_from_slice(b);
             c.host_id = HostId(id);
         }
-        if let Some(program) = opt_str(cfg.kill_path)? {
-            let args = opt_str(cfg.kill_args)?.unwrap_or_default();
+        // SAFETY: NULL or NUL-terminated (this function's contract).
+        if let Some(program) = unsafe { raw::opt_string(cfg.kill_path) }? {
+            // SAFETY: NULL or NUL-terminated (this function's contract).
+            let args = unsafe { raw::opt_string(cfg.kill_args) }?.unwrap_or_default();
             c.fence = FenceAction::KillPath {
                 program: program.into(),
                 args: args.split_whitespace().map(str::to_string).collect(),
@@ -748,44 +787,67 @@ fn lockspace_new(
 }
 
 /// Opens a lockspace on engine `e` (`cfg` NULL: defaults) into `*out`.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `e` is NULL or a handle from
+/// `idm_engine_new` not yet freed; `cfg` is NULL or valid for reading one
+/// `idm_lockspace_config` whose pointers are NULL or valid as its fields say; `out` is
+/// NULL or valid for writing one pointer; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_lockspace_open(
+pub unsafe extern "C" fn idm_lockspace_open(
     e: *const idm_engine,
     cfg: *const idm_lockspace_config,
     out: *mut *mut idm_lockspace,
 ) -> c_int {
     guarded("idm_lockspace_open", || {
-        let e = engine_ref(e)?;
+        // SAFETY: NULL or a live engine handle (header contract).
+        let e = unsafe { raw::handle(e) }?;
         if out.is_null() {
             return Err(errno::EINVAL);
         }
-        let cfg = opt_ref(cfg);
-        let l = lockspace_new(e, cfg)?;
-        write_out(out, Box::into_raw(l));
-        Ok(())
+        // SAFETY: NULL or a valid `idm_lockspace_config` (header contract).
+        let cfg = unsafe { raw::opt_ref(cfg) };
+        // SAFETY: its pointers are NULL or valid as documented (header contract).
+        let l = unsafe { lockspace_new(e, cfg) }?;
+        // SAFETY: `out` was checked non-NULL; valid for one pointer (header contract).
+        unsafe { raw::write(out, Box::into_raw(l)) }
     })
 }
 
 /// Closes a lockspace: with `release` non-zero its locks are released on the
 /// drives, else they are left to lapse. Blocks until the reactors are done with
 /// it; operations still in flight complete with an error.
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `l` is NULL or a handle from
+/// `idm_lockspace_open`, closed only once and not used afterwards; all stay valid and
+/// unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_lockspace_close(l: *mut idm_lockspace, release: c_int) -> c_int {
+pub unsafe extern "C" fn idm_lockspace_close(l: *mut idm_lockspace, release: c_int) -> c_int {
     guarded("idm_lockspace_close", || {
-        if l.is_null() {
-            return Err(errno::EINVAL);
-        }
-        let l = take_box(l);
+        // SAFETY: NULL or from `idm_lockspace_open`, closed once (header contract).
+        let l = unsafe { raw::take_box(l) }?;
         l.ls.close(release != 0);
         Ok(())
     })
 }
 
 /// Makes `percent` (0..=100) of the lockspace's drive commands fail with EIO (tests).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `l` is NULL or a handle from
+/// `idm_lockspace_open` not yet closed; all stay valid and unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_lockspace_inject_fault(l: *const idm_lockspace, percent: u32) -> c_int {
+pub unsafe extern "C" fn idm_lockspace_inject_fault(
+    l: *const idm_lockspace,
+    percent: u32,
+) -> c_int {
     guarded("idm_lockspace_inject_fault", || {
-        lockspace_ref(l)?
+        // SAFETY: NULL or a live lockspace handle (header contract).
+        unsafe { raw::handle(l) }?
             .ls
             .inject_fault(percent)
             .map_err(|e| e.errno())
@@ -801,19 +863,28 @@ pub extern "C" fn idm_lockspace_inject_fault(l: *const idm_lockspace, percent: u
 /// it. Renewals move it forward. 0, or `-ENOENT` when the lock is not held (or no
 /// validity is left), `-EINVAL` for NULL pointers. Blocks for one round trip to
 /// the lock's reactor (no drive command).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `l` is NULL or a handle from
+/// `idm_lockspace_open` not yet closed; `lock_id` is NULL or valid for reading 64
+/// bytes; `mono_ns` is NULL or valid for writing one `uint64_t`; all stay valid and
+/// unchanged for the call.
 #[no_mangle]
-pub extern "C" fn idm_lockspace_valid_until(
+pub unsafe extern "C" fn idm_lockspace_valid_until(
     l: *const idm_lockspace,
     lock_id: *const u8,
     mono_ns: *mut u64,
 ) -> c_int {
     guarded("idm_lockspace_valid_until", || {
-        let l = lockspace_ref(l)?;
+        // SAFETY: NULL or a live lockspace handle (header contract).
+        let l = unsafe { raw::handle(l) }?;
         if lock_id.is_null() || mono_ns.is_null() {
             return Err(errno::EINVAL);
         }
         let mut id = [0u8; 64];
-        id.copy_from_slice(slice_of(lock_id, 64));
+        // SAFETY: `lock_id` is valid for 64 bytes (header contract).
+        id.copy_from_slice(unsafe { raw::slice(lock_id, 64) }?);
         let until =
             l.ls.valid_until(LockId(id))
                 .map_err(|e| e.errno())?
@@ -825,26 +896,40 @@ pub extern "C" fn idm_lockspace_valid_until(
             .saturating_mul(1_000_000_000)
             .saturating_add(mono_now.tv_nsec() as u64);
         let left = until.saturating_duration_since(now).as_nanos() as u64;
-        write_out(mono_ns, now_ns.saturating_add(left));
-        Ok(())
+        // SAFETY: checked non-NULL; valid for one `u64` (header contract).
+        unsafe { raw::write(mono_ns, now_ns.saturating_add(left)) }
     })
 }
 
 /// Submits `n` operations without waiting for drives. Returns `n` (each
 /// operation then completes exactly once, invalid ones at once with their error)
 /// or a negative errno if the batch itself is invalid (NULL pointers).
+///
+/// # Safety
+///
+/// The pointers, as the C caller passes them: `l` is NULL or a handle from
+/// `idm_lockspace_open` not yet closed; `ops` is NULL or valid for reading `n`
+/// operations whose `drives` are as `idm_op` says; all stay valid and unchanged for the
+/// call.
 #[no_mangle]
-pub extern "C" fn idm_submit(l: *const idm_lockspace, ops: *const idm_op, n: usize) -> c_long {
+pub unsafe extern "C" fn idm_submit(
+    l: *const idm_lockspace,
+    ops: *const idm_op,
+    n: usize,
+) -> c_long {
     guarded_count("idm_submit", || {
-        let l = lockspace_ref(l)?;
+        // SAFETY: NULL or a live lockspace handle (header contract).
+        let l = unsafe { raw::handle(l) }?;
         if n == 0 {
             return Ok(0);
         }
         if ops.is_null() {
             return Err(errno::EINVAL);
         }
-        let ops = slice_of(ops, n);
-        l.submit(ops);
+        // SAFETY: `ops` is valid for `n` operations (header contract).
+        let ops = unsafe { raw::slice(ops, n) }?;
+        // SAFETY: each op's drive names are as documented (header contract).
+        unsafe { l.submit(ops) };
         Ok(n)
     }) as c_long
 }

@@ -2,6 +2,12 @@
 //! `include/ilm.h`, `include/idm_engine.h` and the `libseagate_ilm.so` cargo
 //! built for this test run, then run with `IDM_SIM` set. Needs `cc` and the
 //! `uuid/uuid.h` header (Debian/Ubuntu: `apt-get install -y uuid-dev`).
+//! They need the library's simulator support (feature `sim`, the default).
+
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "sim")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,12 +153,11 @@ fn ilm_every_function_and_error_path() {
 }
 
 /// A simulator server on a Unix socket in `dir`, with drives sim0..sim2.
-fn sim_server(dir: &Path) -> (uring_sg::sim::SimHandle, String) {
-    let addr: uring_sg::sim::ListenAddr = format!("unix:{}", dir.join("sim.sock").display())
+fn sim_server(dir: &Path) -> (idm_sim::SimHandle, String) {
+    let addr: idm_sim::ListenAddr = format!("unix:{}", dir.join("sim.sock").display())
         .parse()
         .unwrap();
-    let h =
-        uring_sg::sim::SimHandle::start(uring_sg::sim::SimConfig::with_drives(3), &[addr]).unwrap();
+    let h = idm_sim::SimHandle::start(idm_sim::SimConfig::with_drives(3), &[addr]).unwrap();
     let a = h.addrs()[0].to_string();
     (h, a)
 }
@@ -242,9 +247,9 @@ fn native_api_on_the_socket_simulator() {
 }
 
 /// Commands the simulator server has received so far.
-fn sim_commands(sim: &uring_sg::sim::SimHandle) -> u64 {
-    match sim.control(uring_sg::sim::ControlRequest::Stats).unwrap() {
-        uring_sg::sim::ControlResponse::Stats(s) => s.commands,
+fn sim_commands(sim: &idm_sim::SimHandle) -> u64 {
+    match sim.control(idm_sim::ControlRequest::Stats).unwrap() {
+        idm_sim::ControlResponse::Stats(s) => s.commands,
         other => panic!("{other:?}"),
     }
 }

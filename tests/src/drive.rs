@@ -20,7 +20,7 @@
 //! its holder; when the drive comes back empty the ghosts are gone.
 
 use idm_engine::Nanos;
-use uring_sg::firmware::{Firmware, FirmwareConfig};
+use idm_sim::firmware::{Firmware, FirmwareConfig};
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{Condition, HostId, LockId, MutexState, RECORD_LEN};
 

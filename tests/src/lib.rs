@@ -1,7 +1,7 @@
 //! # idm-tests: deterministic simulation of the IDM quorum protocol
 //!
 //! Several hosts run the real `idm-engine` operations (acquire, renew, release)
-//! against simulated drives (the `uring-sg` firmware model behind the real byte
+//! against simulated drives (the `idm-sim` firmware model behind the real byte
 //! path) over simulated links, in virtual time, under a seeded fault schedule; a
 //! checker watches the invariants continuously. One seed replays bit-identically.
 //!

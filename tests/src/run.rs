@@ -22,9 +22,9 @@ use std::collections::BTreeSet;
 
 use idm_engine::fencing::LeasePolicy;
 use idm_engine::Nanos;
+use idm_sim::firmware::FirmwareConfig;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use uring_sg::firmware::FirmwareConfig;
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{Class, HostId, LockId, MutexOp, Record};
 

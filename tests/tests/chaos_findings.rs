@@ -2,10 +2,15 @@
 //! API on an in-process simulator server, with the fault that was in force.
 //! Regression tests of the engine bugs they showed (now fixed).
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
-use uring_sg::sim::{ControlRequest, FaultCmd, ListenAddr, SimConfig, SimHandle};
+use idm_sim::engine::SimEngine;
+use idm_sim::{ControlRequest, FaultCmd, ListenAddr, SimConfig, SimHandle};
 use uring_sg::{HostId, LockId, Lvb, Mode};
 
 const DRIVES: [&str; 5] = ["sim0", "sim1", "sim2", "sim3", "sim4"];

@@ -7,6 +7,10 @@
 //! slowest drive, answered success on a lapsed lease, let a fenced holder store
 //! its LVB, and gave a take-over's trylock the whole deadline).
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
@@ -17,10 +21,10 @@ use idm_engine::locks::{
 };
 use idm_engine::protocol::Now;
 use idm_engine::{LockError, Nanos};
+use idm_sim::firmware::FirmwareConfig;
 use idm_tests::drive::SimDrive;
 use idm_tests::host::SimLockspace;
 use idm_tests::world::Clock;
-use uring_sg::firmware::FirmwareConfig;
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{DriveError, LockId, Lvb, Mode};
 

@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use idm_sim::server::table_entry;
+use idm_sim::transport::sim::SimTransport;
+use idm_sim::{ListenAddr, TableEntry};
 use uring_sg::codec::{DriveError, Record};
 use uring_sg::driver::Driver;
-use uring_sg::sim::server::table_entry;
-use uring_sg::sim::{ListenAddr, TableEntry};
-use uring_sg::transport::sim::SimTransport;
 use uring_sg::transport::Request;
 
 /// Default simulator address when neither `--sim`/`--listen` nor `IDM_SIM` is given.

@@ -18,16 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use idm_engine::api::{
-    Engine, EngineError, EngineStats, LockOptions, Lockspace, LockspaceConfig, SimArray,
-};
+use idm_engine::api::{Engine, EngineError, EngineStats, LockOptions, Lockspace, LockspaceConfig};
 use idm_engine::error::LockError;
 use idm_engine::locks::OpKind;
+use idm_sim::engine::{SimArray, SimEngine};
+use idm_sim::firmware::FirmwareConfig;
+use idm_sim::Latency;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use uring_sg::firmware::FirmwareConfig;
-use uring_sg::sim::Latency;
 use uring_sg::{HostId, LockId, Mode};
 
 /// Options of `idm demo`.

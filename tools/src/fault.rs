@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use uring_sg::sim::{Control, FaultCmd};
+use idm_sim::{Control, FaultCmd};
 
 use crate::common::{fail, parse_addr, DEFAULT_SIM};
 

@@ -5,12 +5,12 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use idm_sim::firmware::FirmwareConfig;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use uring_sg::firmware::FirmwareConfig;
 
-use uring_sg::sim::iscsi::{IscsiConfig, IscsiTarget, Limits};
-use uring_sg::sim::{Latency, ListenAddr, ServerLimits, SimConfig, SimServer};
+use idm_sim::iscsi::{IscsiConfig, IscsiTarget, Limits};
+use idm_sim::{Latency, ListenAddr, ServerLimits, SimConfig, SimServer};
 
 use crate::common::{fail, parse_addr, DEFAULT_SIM};
 

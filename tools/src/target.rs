@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use idm_engine::api::{DeviceOpener, Engine, EngineConfig, Lockspace, LockspaceConfig};
 use idm_engine::watchdog::{WatchdogConfig, WatchdogPolicy};
+use idm_sim::engine::SimEngine;
 use uring_sg::{LockId, Mode};
 
 /// The lock and its drives.

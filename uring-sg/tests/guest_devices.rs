@@ -8,6 +8,10 @@
 //! `scripts/guest-test.sh` runs them in a throw-away guest with `scsi_debug` and
 //! QEMU's NVMe controller (`../shared/tools/guest-run`).
 
+// Test code: helpers outside #[test] functions (which clippy.toml already
+// covers) may unwrap and expect too; a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::OpenOptions;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};

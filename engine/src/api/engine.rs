@@ -1,5 +1,6 @@
 //! [`Engine`]: the reactor threads and the way requests reach them.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -7,12 +8,12 @@ use std::thread::JoinHandle;
 use crossbeam::channel::{bounded, Sender};
 use uring_sg::LockId;
 
-use super::{EngineConfig, EngineError, EngineStats, Lockspace, LockspaceConfig, LockspaceShared};
+use super::{EngineConfig, EngineError, EngineStats, Lockspace, LockspaceConfig};
 use crate::completion::pair;
-use crate::reactor::msg::Msg;
-use crate::reactor::stats::ReactorStats;
 use crate::reactor::wake::Wake;
 use crate::reactor::{Reactor, ReactorConfig};
+use crate::shared::msg::Msg;
+use crate::shared::{LockspaceShared, ReactorStats};
 use crate::watchdog::{Watchdog, WatchdogState};
 
 /// One reactor as the callers see it: its queue and its wake-up.
@@ -35,10 +36,8 @@ pub(crate) struct Inner {
     pub(crate) reactors: Vec<ReactorHandle>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_lockspace: AtomicU32,
-    /// Things that must live as long as the engine (an embedded simulator).
-    _keep: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
-    /// Simulated drive names, for [`Engine::simulated`].
-    sim_drives: Vec<String>,
+    /// What the caller asked to live as long as the engine ([`Engine::start_keeping`]).
+    keep: Option<Box<dyn Any + Send + Sync>>,
     /// The watchdog, unless its policy is off.
     pub(crate) watchdog: Option<Watchdog>,
 }
@@ -83,15 +82,24 @@ pub struct Engine {
 impl Engine {
     /// Starts an engine with `cfg`.
     pub fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
-        Engine::start_with(cfg, Vec::new(), Vec::new())
+        Engine::start_inner(cfg, None)
     }
 
-    /// Starts an engine that keeps `keep` alive as long as it runs, and knows the
-    /// simulated drive names `sim_drives`.
-    pub(crate) fn start_with(
+    /// Starts an engine with `cfg` that keeps `keep` alive as long as it runs (the
+    /// reactors stop before it is dropped) and hands it back through
+    /// [`Engine::kept`]. The hook for whatever serves the drives of
+    /// [`EngineConfig::opener`] from inside the process: the simulator crate
+    /// (`idm-sim`) keeps its in-process drives or its server thread here.
+    pub fn start_keeping(
         cfg: EngineConfig,
-        keep: Vec<Box<dyn std::any::Any + Send>>,
-        sim_drives: Vec<String>,
+        keep: Box<dyn Any + Send + Sync>,
+    ) -> Result<Engine, EngineError> {
+        Engine::start_inner(cfg, Some(keep))
+    }
+
+    fn start_inner(
+        cfg: EngineConfig,
+        keep: Option<Box<dyn Any + Send + Sync>>,
     ) -> Result<Engine, EngineError> {
         if cfg.reactors == 0 || cfg.reactors > 256 {
             return Err(EngineError::InvalidArgument(format!(
@@ -145,8 +153,7 @@ impl Engine {
                 reactors,
                 threads: Mutex::new(threads),
                 next_lockspace: AtomicU32::new(1),
-                _keep: Mutex::new(keep),
-                sim_drives,
+                keep,
                 watchdog,
             }),
         })
@@ -183,10 +190,9 @@ impl Engine {
         })
     }
 
-    /// Names of the drives of the embedded simulator ([`Engine::simulated`]); empty
-    /// otherwise.
-    pub fn simulated_drives(&self) -> Vec<String> {
-        self.inner.sim_drives.clone()
+    /// What [`Engine::start_keeping`] keeps alive (`None` after [`Engine::start`]).
+    pub fn kept(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.inner.keep.as_deref()
     }
 
     /// Reactor threads.

@@ -4,6 +4,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use idm_engine::api::{Engine, LockOptions, LockspaceConfig};
+//! use idm_sim::engine::SimEngine; // the simulator's constructors (crate idm-sim)
 //! use uring_sg::Mode;
 //!
 //! let engine = Engine::simulated(3)?;            // in-process simulator, drives sim0..sim2
@@ -16,23 +17,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod config;
 mod devices;
 mod engine;
-mod error;
-pub mod host_faults;
 mod lockspace;
-mod remote;
-mod simulated;
 mod stats;
 
-pub use config::{
-    default_host_id, DriveOpener, EngineConfig, FenceAction, LockOptions, LockspaceConfig,
+pub use crate::locks::OpKind;
+pub use crate::shared::host_faults;
+pub use crate::shared::{
+    default_host_id, DriveHealth, DriveOpener, EngineConfig, EngineError, FenceAction, LockOptions,
+    LockspaceConfig, ReactorStats,
 };
 pub use devices::DeviceOpener;
 pub use engine::Engine;
-pub use error::EngineError;
-pub use lockspace::{Lockspace, LockspaceShared, OpFuture};
-pub use remote::SimServerOpener;
-pub use simulated::SimArray;
+pub use lockspace::{Lockspace, OpFuture};
 pub use stats::{EngineStats, OpSummary};

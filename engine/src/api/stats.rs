@@ -1,8 +1,7 @@
 //! The engine's statistics as callers see them.
 
 use crate::locks::OpKind;
-use crate::reactor::drives::DriveHealth;
-use crate::reactor::stats::ReactorStats;
+use crate::shared::{DriveHealth, ReactorStats};
 
 /// Latency summary of one operation kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

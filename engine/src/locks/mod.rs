@@ -73,10 +73,10 @@ use slab::Slab;
 use uring_sg::transport::{Reply, Request};
 use uring_sg::{DriveError, HostId, LockId};
 
-use crate::api::EngineError;
 use crate::error::LockError;
 use crate::fencing::LeasePolicy;
 use crate::protocol::{Actions, LockSpec, LockState, Now, XorShift64, MAX_DRIVES};
+use crate::shared::EngineError;
 use crate::time::Nanos;
 use health::Health;
 pub use op::{DynOp, OpKind, OpOutput};

@@ -7,25 +7,7 @@ use std::time::{Duration, Instant};
 
 use uring_sg::DriveError;
 
-use crate::api::{DriveOpener, EngineError};
-
-/// Health of one drive as this reactor saw it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DriveHealth {
-    /// Commands sent to it.
-    pub commands: u64,
-    /// Errors in a row at the transport level (I/O, timeout), reset by any answer.
-    pub consecutive_errors: u32,
-    /// The last answer's error, if the last answer was one.
-    pub last_error: Option<DriveError>,
-    /// Path switches after I/O errors.
-    pub failovers: u64,
-    /// Marked unresponsive now (a command timed out, no answer since): it gets
-    /// only probes until it answers ([`crate::locks::health`]).
-    pub unresponsive: bool,
-    /// Times it became unresponsive.
-    pub unresponsive_episodes: u64,
-}
+use crate::shared::{DriveHealth, DriveOpener, EngineError};
 
 /// One drive: its name, its open paths (transport indices in the reactor's
 /// driver), the path in use, and its health.

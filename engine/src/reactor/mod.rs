@@ -18,11 +18,9 @@
 //!
 //! Nothing is allocated per drive command once the slabs have grown.
 
-pub mod drives;
-pub mod msg;
-pub mod ring;
-pub mod stats;
-pub mod wake;
+pub(crate) mod drives;
+pub(crate) mod ring;
+pub(crate) mod wake;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,19 +31,18 @@ use slab::Slab;
 use uring_sg::transport::{Completion, EnqueueError, Reply};
 use uring_sg::{DriveError, LockId};
 
-use crate::api::{DriveOpener, EngineError, LockspaceShared};
 use crate::completion::Completer;
 use crate::locks::{
     Event, LockRequest, LockTable, LockspaceId, LockspaceInfo, OpKind, OpResult, Output,
     TableConfig,
 };
 use crate::protocol::Now;
+use crate::shared::msg::{DriveNames, Msg, OpRequest};
+use crate::shared::{DriveOpener, EngineError, LockspaceShared, ReactorStats};
 use crate::time::Nanos;
 use crate::watchdog::ValidityPublisher;
 use drives::DriveRegistry;
-use msg::{DriveNames, Msg, OpRequest};
 use ring::Ring;
-use stats::ReactorStats;
 use wake::{Wake, WakeSource, WAKE_TAG};
 
 /// How long a reactor keeps polling (not sleeping) after its last activity.
@@ -518,9 +515,4 @@ impl Reactor {
             .collect();
         s
     }
-}
-
-/// The value a caller gets when its operation is dropped unfinished.
-pub fn stopped() -> OpResult {
-    Err(EngineError::Stopped)
 }

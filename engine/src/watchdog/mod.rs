@@ -823,43 +823,6 @@ mod tests {
     }
 
     #[test]
-    fn required_lockspace_refuses_locks_and_valid_until_reports() {
-        use crate::api::{Engine, EngineError, LockOptions, LockspaceConfig};
-        let engine = Engine::simulated(3).unwrap();
-        assert!(engine.watchdog().is_none());
-        let drives = engine.simulated_drives();
-        let id = "wd-1".parse().unwrap();
-        let mut cfg = LockspaceConfig::new("wd");
-        cfg.require_watchdog = true;
-        let ls = engine.lockspace(cfg).unwrap();
-        let e = ls
-            .lock(
-                id,
-                uring_sg::Mode::Exclusive,
-                &drives,
-                LockOptions::default(),
-            )
-            .unwrap_err();
-        assert!(matches!(e, EngineError::NoWatchdog(_)), "{e}");
-        assert_eq!(e.errno(), 19);
-        let plain = engine.lockspace(LockspaceConfig::new("plain")).unwrap();
-        assert_eq!(plain.valid_until(id).unwrap(), None);
-        plain
-            .lock(
-                id,
-                uring_sg::Mode::Exclusive,
-                &drives,
-                LockOptions::default(),
-            )
-            .unwrap();
-        let until = plain.valid_until(id).unwrap().expect("held");
-        // 60 s lease: validity is the send time plus 60 s minus the drift margin.
-        assert!(until > Instant::now());
-        plain.unlock(id).unwrap();
-        assert_eq!(plain.valid_until(id).unwrap(), None);
-    }
-
-    #[test]
     fn leases_a_backend_can_protect() {
         let dir = tempfile::tempdir().unwrap();
         let w = Watchdog::start(hermetic(dir.path()), 1, "t")

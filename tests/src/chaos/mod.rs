@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use idm_sim::{Control, ControlRequest, FaultCmd, ListenAddr};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use uring_sg::sim::{Control, ControlRequest, FaultCmd, ListenAddr};
 
 pub use check::{check, End, Incarnation, Pause, Rules, Verdict};
 
@@ -250,6 +250,7 @@ impl Report {
 }
 
 /// `CLOCK_MONOTONIC` in ns (the clients log the same clock).
+#[allow(clippy::expect_used)] // CLOCK_MONOTONIC always exists on Linux: an invariant.
 pub fn now_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -492,8 +493,11 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn pid(&self, slot: usize) -> Pid {
-        Pid::from_raw(self.kids.clients[slot].as_ref().expect("running").id() as i32)
+    fn pid(&self, slot: usize) -> Result<Pid, String> {
+        let c = self.kids.clients[slot]
+            .as_ref()
+            .ok_or_else(|| format!("slot {slot} has no running client"))?;
+        Ok(Pid::from_raw(c.id() as i32))
     }
 
     /// Reads new log lines of every client: who is inside a section now.
@@ -565,11 +569,7 @@ impl Run<'_> {
     /// Ends drive faults and pauses that are due.
     fn due(&mut self, now: u64) -> Result<(), String> {
         for d in 0..self.drive_faults.len() {
-            if self.drive_faults[d]
-                .as_ref()
-                .is_some_and(|f| f.until <= now)
-            {
-                let f = self.drive_faults[d].take().expect("checked");
+            if let Some(f) = self.drive_faults[d].take_if(|f| f.until <= now) {
                 self.note(format_args!("heal sim{d} ({})", f.kind.name()));
                 self.fault(d, FaultCmd::Heal)?;
             }
@@ -587,13 +587,16 @@ impl Run<'_> {
     }
 
     fn resume(&mut self, slot: usize) -> Result<(), String> {
-        let pid = self.pid(slot);
+        let pid = self.pid(slot)?;
         // The time before SIGCONT: the process cannot run (nor be fenced)
         // before it, while after the call it may already have been.
         let t = now_ns();
         kill(pid, Signal::SIGCONT).map_err(|e| format!("SIGCONT: {e}"))?;
         let s = &mut self.slots[slot];
-        let stop = s.paused.take().expect("paused");
+        let stop = s
+            .paused
+            .take()
+            .ok_or_else(|| format!("slot {slot} was not paused"))?;
         self.incs[s.current].pauses.push(Pause { stop, cont: t });
         // Its fence (if it held the lock) comes now: leave it alone meanwhile.
         s.calm_until = t + 3 * self.cfg.lease_ms * 1_000_000 / 2;
@@ -629,7 +632,9 @@ impl Run<'_> {
     }
 
     fn kill_client(&mut self, slot: usize) -> Result<(), String> {
-        let mut c = self.kids.clients[slot].take().expect("running");
+        let mut c = self.kids.clients[slot]
+            .take()
+            .ok_or_else(|| format!("slot {slot} has no running client"))?;
         let killed = c.kill();
         let reaped = c.wait();
         killed.map_err(|e| format!("kill: {e}"))?;
@@ -660,7 +665,7 @@ impl Run<'_> {
     fn pause_client(&mut self, slot: usize, now: u64) -> Result<(), String> {
         let lease = self.cfg.lease_ms;
         let ms = self.rng.gen_range(lease + 500..=lease + 2500);
-        kill(self.pid(slot), Signal::SIGSTOP).map_err(|e| format!("SIGSTOP: {e}"))?;
+        kill(self.pid(slot)?, Signal::SIGSTOP).map_err(|e| format!("SIGSTOP: {e}"))?;
         self.slots[slot].paused = Some(now_ns());
         self.resume_at.push((now + ms * 1_000_000, slot));
         self.pauses += 1;
@@ -795,7 +800,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
             .map_err(|e| format!("cannot start {}: {e}", idm.display()))?,
     );
     let listen: ListenAddr = addr.parse().map_err(|e| format!("{e}"))?;
-    let sim = kids.sim.as_mut().expect("started");
+    let sim = kids.sim.as_mut().ok_or("the simulator did not start")?;
     let control = poll(Duration::from_secs(30), || {
         if let Ok(Some(st)) = sim.try_wait() {
             return Some(Err(format!("idm sim exited at once: {st}")));
@@ -884,7 +889,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     }
     run.tail_logs();
     for slot in 0..cfg.clients {
-        if run.kids.clients[slot].is_some() {
+        if let Some(mut c) = run.kids.clients[slot].take() {
             let (kind, since) = run.slots[slot].last.clone();
             let call = match kind.as_str() {
                 "lock" => "ilm_lock",
@@ -897,7 +902,6 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
                 "slot {slot} did not stop: stuck in {call} for {:.1} s (last log line `{kind}`)",
                 (now_ns() - since) as f64 / 1e9
             ));
-            let mut c = run.kids.clients[slot].take().expect("running");
             let _ = c.kill();
             let _ = c.wait();
             let cur = run.slots[slot].current;

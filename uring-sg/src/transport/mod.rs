@@ -1,8 +1,8 @@
 //! Drive transports: how one IDM command reaches one drive and its answer comes back.
 //!
-//! Every transport (simulator socket now; sg v3, bsg `uring_cmd` and NVMe admin
-//! `uring_cmd` later) sits behind the one [`Transport`] trait, which is shaped for a
-//! reactor that owns a single io_uring:
+//! Every transport (sg v3, bsg `uring_cmd` and NVMe admin `uring_cmd` here; the
+//! simulator's in-process and socket transports in `idm-sim`) sits behind the one
+//! [`Transport`] trait, which is shaped for a reactor that owns a single io_uring:
 //!
 //! 1. the reactor hands a [`Request`] with its own `tag` to [`Transport::enqueue`];
 //! 2. once per loop turn the reactor calls [`Transport::prepare`] with an [`SqSink`]:
@@ -21,11 +21,9 @@
 
 pub mod bsg;
 pub mod deadlines;
-pub mod mem;
 pub mod nvme;
 mod pool;
 pub mod sg;
-pub mod sim;
 
 use std::time::Instant;
 
