@@ -9,10 +9,11 @@
 //! its own WWN, as separate IDM drives on a SAN are.
 //!
 //! **Threads, not the ring**: the listener runs on its own thread with blocking
-//! std sockets and one thread per connection ([`session`]). The native server's
-//! io_uring loop stays as it is; iSCSI traffic (block I/O, a few initiators) does
-//! not need its scale. The two front ends share each drive's firmware behind a
-//! mutex (locked for one command) and one drive clock
+//! std sockets and one thread per connection, plus its reader thread after login
+//! ([`session`]). The native server's io_uring loop stays as it is; iSCSI
+//! traffic (block I/O, a few initiators) does not need its scale. The two front
+//! ends share each drive's firmware behind a mutex (locked for one command) and
+//! one drive clock
 //! ([`crate::sim::SharedDrives`]), so a lock taken over iSCSI is seen by a
 //! native client and the other way round.
 //!
