@@ -11,7 +11,9 @@ use std::time::Duration;
 use uring_sg::codec::{mutex_write_cdb, Class, HostId, LockId, MutexOp, Record, Sense};
 use uring_sg::sim::iscsi::pdu::{encode_text, op, parse_text, read_pdu, Pdu, RESERVED_TAG};
 use uring_sg::sim::iscsi::{iqn_of, IscsiConfig, IscsiTarget};
-use uring_sg::sim::{ControlRequest, ControlResponse, FaultCmd, ListenAddr, SimConfig, SimHandle};
+use uring_sg::sim::{
+    ControlRequest, ControlResponse, FaultCmd, Latency, ListenAddr, SimConfig, SimHandle,
+};
 
 struct Initiator {
     s: TcpStream,
@@ -771,4 +773,43 @@ fn power_cycle_over_the_control_protocol_clears_what_iscsi_wrote() {
         })
         .unwrap();
     assert!(matches!(resp, ControlResponse::Table { records } if records.is_empty()));
+}
+
+#[test]
+fn latency_delays_iscsi_answers_in_order() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let mut b = Initiator::connect(t.local_addr());
+    b.login_normal(&iqn_of("sim1"), &[]);
+    h.control(ControlRequest::SetLatency {
+        drive: "sim0".into(),
+        latency: Latency::Fixed { us: 200_000 },
+    })
+    .unwrap();
+    let at = std::time::Instant::now();
+    let r = a.command(&read10(0), true, 512, &[], true);
+    // A NOP-Out right behind it: its NOP-In leaves after the read's answer.
+    let mut p = Pdu::new(op::NOP_OUT);
+    p.bhs[0] |= 0x40;
+    p.set_flags(0x80);
+    p.set_itt(9999);
+    p.set_u32(20, RESERVED_TAG);
+    p.set_u32(24, a.cmd_sn);
+    a.send(&p);
+    // The other drive has no latency: served meanwhile.
+    assert_eq!(b.run(&read10(0), true, 512, &[]).0, 0);
+    assert_eq!(a.result(r).0, 0);
+    assert!(
+        at.elapsed() >= Duration::from_millis(190),
+        "delayed by the latency"
+    );
+    let n = a.recv();
+    assert_eq!((n.opcode(), n.itt()), (op::NOP_IN, 9999));
+    h.control(ControlRequest::SetLatency {
+        drive: "sim0".into(),
+        latency: Latency::None,
+    })
+    .unwrap();
+    assert_eq!(a.run(&read10(0), true, 512, &[]).0, 0);
 }

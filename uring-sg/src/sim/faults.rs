@@ -29,6 +29,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::latency::Latency;
+
 /// A fault command for one drive (the `fault` of a control request).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
@@ -150,6 +152,9 @@ pub struct DriveFaults {
 
 struct Inner {
     state: FaultState,
+    /// The drive's reply latency, for front ends that delay answers themselves
+    /// (the native server keeps its own copy, set together with this one).
+    latency: Latency,
     /// Draws the `drop` verdicts of front ends without a generator of their own.
     rng: SmallRng,
     watchers: Vec<(u64, Watcher)>,
@@ -170,6 +175,7 @@ impl DriveFaults {
         DriveFaults {
             inner: Mutex::new(Inner {
                 state: FaultState::default(),
+                latency: Latency::None,
                 rng: SmallRng::seed_from_u64(seed),
                 watchers: Vec::new(),
                 next_watcher: 0,
@@ -222,6 +228,22 @@ impl DriveFaults {
         let mut g = self.lock();
         let Inner { state, rng, .. } = &mut *g;
         state.judge(client, now_ms, rng)
+    }
+
+    /// Sets the drive's reply latency.
+    pub fn set_latency(&self, latency: Latency) {
+        self.lock().latency = latency;
+    }
+
+    /// One reply's latency, drawn from this drive's own generator (zero when the
+    /// drive has none).
+    pub fn sample_latency(&self) -> std::time::Duration {
+        let mut g = self.lock();
+        let Inner { latency, rng, .. } = &mut *g;
+        if latency.is_none() {
+            return std::time::Duration::ZERO;
+        }
+        latency.sample(rng)
     }
 
     /// Registers `w`, called after every change until [`DriveFaults::unwatch`]

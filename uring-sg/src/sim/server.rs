@@ -359,12 +359,16 @@ impl SimServer {
             .drives
             .iter()
             .enumerate()
-            .map(|(i, name)| Drive {
-                name: name.clone(),
-                fw: Arc::new(Mutex::new(Firmware::new(cfg.firmware))),
-                latency: cfg.latency_of(i),
-                faults: Arc::new(DriveFaults::new(fault_seed(cfg.seed, i))),
-                held: VecDeque::new(),
+            .map(|(i, name)| {
+                let faults = DriveFaults::new(fault_seed(cfg.seed, i));
+                faults.set_latency(cfg.latency_of(i));
+                Drive {
+                    name: name.clone(),
+                    fw: Arc::new(Mutex::new(Firmware::new(cfg.firmware))),
+                    latency: cfg.latency_of(i),
+                    faults: Arc::new(faults),
+                    held: VecDeque::new(),
+                }
             })
             .collect();
         Ok(SimServer {
@@ -1256,6 +1260,7 @@ impl SimServer {
             ControlRequest::SetLatency { drive, latency } => {
                 let i = self.drive_index(drive)?;
                 self.drives[i].latency = *latency;
+                self.drives[i].faults.set_latency(*latency);
                 Ok(ControlResponse::Ok)
             }
             ControlRequest::DumpTable { drive } => {

@@ -31,7 +31,8 @@
 //! | `drop` | executed, the response (Data-In and status) not sent |
 //! | `power_cycle` | the shared table is lost |
 //!
-//! The native server's latency model does not apply to iSCSI commands.
+//! The drive's latency model delays each command's answer too (answers leave in
+//! order: [`session`]).
 //!
 //! **Limits** ([`IscsiConfig`], flags of `idm sim`): at most `max_conns`
 //! connection threads (one more is answered "service unavailable" by a single

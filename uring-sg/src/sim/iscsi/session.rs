@@ -36,6 +36,12 @@
 //! A PDU that cannot be decoded, an oversize data segment, a login PDU after
 //! login, or a socket error closes this connection only.
 //!
+//! **Latency**: the drive's latency model (`idm sim --latency`, the control
+//! protocol's `set_latency`) delays each command's answer by one sample; answers
+//! leave in order, so one delayed answer delays what follows it on the
+//! connection (NOP-In too), as on one serial link. Delayed answers count against
+//! `max_write`; past it the connection waits them out before reading on.
+//!
 //! After login a reader thread (scoped to the connection) reads PDUs and hands
 //! them over a small bounded channel, which also carries the wake-ups of fault
 //! changes; the connection thread waits on it with a timeout at the end of the
@@ -47,7 +53,7 @@
 //! request's ExpStatSN; ExpCmdSN follows non-immediate commands in order
 //! (this target answers in arrival order); MaxCmdSN = ExpCmdSN + 31.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
@@ -139,6 +145,10 @@ struct Conn<'a> {
     initiator: String,
     /// Commands held by a stall, in arrival order.
     held: Vec<HeldTask>,
+    /// When what is in `out` may leave (the drive's latency); `None`: now.
+    out_due: Option<Instant>,
+    /// Answers waiting for their latency, in order (answers leave in order).
+    pending: VecDeque<(Instant, Vec<u8>)>,
 }
 
 /// A socket whose reads time out at a deadline (the login's) and after an idle
@@ -258,6 +268,8 @@ pub(super) fn serve(ctx: &Ctx, stream: TcpStream) -> Result<(), SessionError> {
         data_in: Vec::new(),
         initiator: login.initiator.clone().unwrap_or_default(),
         held: Vec::new(),
+        out_due: None,
+        pending: VecDeque::new(),
     };
     let max = c.params.recv_dsl as usize;
     let (tx, rx) = sync_channel::<Event>(READ_AHEAD);
@@ -313,7 +325,16 @@ fn read_loop(mut r: impl Read, max: usize, tx: &SyncSender<Event>) {
 /// The connection thread after login: PDUs and fault wake-ups in, answers out.
 fn run(c: &mut Conn<'_>, rx: &Receiver<Event>, writer: &mut TcpStream) -> Result<(), SessionError> {
     loop {
-        let ev = match c.release_wait() {
+        // Answers delayed by latency count against `max_write`: past it, wait
+        // them out before reading on.
+        while c.pending.iter().map(|(_, b)| b.len()).sum::<usize>() > c.ctx.max_write {
+            let Some((due, b)) = c.pending.pop_front() else {
+                break;
+            };
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            writer.write_all(&b)?;
+        }
+        let ev = match c.next_wait() {
             Some(d) => rx.recv_timeout(d),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
@@ -326,12 +347,14 @@ fn run(c: &mut Conn<'_>, rx: &Receiver<Event>, writer: &mut TcpStream) -> Result
         if matches!(more, Ok(true)) {
             c.release_held();
         }
-        // Whatever was queued (a Reject before a protocol error, too) goes out first.
-        if !c.out.is_empty() {
-            writer.write_all(&c.out)?;
-            c.out.clear();
-        }
+        // Whatever was queued (a Reject before a protocol error, too) goes out
+        // first; the answers of a logout after what latency still holds.
+        c.send_ready(writer)?;
         if !more? {
+            while let Some((due, b)) = c.pending.pop_front() {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                writer.write_all(&b)?;
+            }
             return Ok(());
         }
     }
@@ -341,6 +364,52 @@ impl<'a> Conn<'a> {
     /// The logical unit this session logged in to.
     fn lun(&self) -> Option<&'a Lun> {
         self.lun_index.and_then(|i| self.ctx.luns.get(i))
+    }
+
+    /// Sends what is due: `out` at once unless latency delays it (or delayed
+    /// answers are still ahead of it), then the delayed answers whose time came.
+    fn send_ready(&mut self, writer: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let due = self.out_due.take();
+            if due.is_none() && self.pending.is_empty() {
+                writer.write_all(&self.out)?;
+                self.out.clear();
+            } else {
+                let now = Instant::now();
+                let due = due.unwrap_or(now);
+                let due = self.pending.back().map_or(due, |(t, _)| (*t).max(due));
+                self.pending.push_back((due, std::mem::take(&mut self.out)));
+            }
+        }
+        let now = Instant::now();
+        while self.pending.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, b)) = self.pending.pop_front() {
+                writer.write_all(&b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delays what this command answers by one latency sample of its drive.
+    fn delay_answer(&mut self, l: &Lun) {
+        let d = l.faults.sample_latency();
+        if !d.is_zero() {
+            let due = Instant::now() + d;
+            self.out_due = Some(self.out_due.map_or(due, |t| t.max(due)));
+        }
+    }
+
+    /// How long the connection thread may wait for the next event: until the
+    /// first delayed answer is due or the stall holding commands ends.
+    fn next_wait(&self) -> Option<Duration> {
+        let p = self
+            .pending
+            .front()
+            .map(|(t, _)| t.saturating_duration_since(Instant::now()));
+        match (p, self.release_wait()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// How long until the stall holding this connection's commands ends (`None`:
@@ -748,6 +817,7 @@ impl<'a> Conn<'a> {
                     return;
                 }
                 Verdict::IoError => {
+                    self.delay_answer(l);
                     let a = Answer::check(HARDWARE_ERROR, ASC_INTERNAL_TARGET_FAILURE, 0);
                     self.respond(itt, lun, 0, &a, edtl, if read { 0 } else { r2ts });
                     return;
@@ -763,6 +833,9 @@ impl<'a> Conn<'a> {
             // Executed; the response is lost on the way.
             self.data_in = data_in;
             return;
+        }
+        if let Some(l) = unit {
+            self.delay_answer(l);
         }
         if !read {
             // Data-in for a command without the R bit cannot be delivered.
