@@ -13,7 +13,16 @@
 #   2. two guests at once (hosts a and b) on vg1: four lvcreate each at the same
 #      time (all succeed), lvs in a loop meanwhile (never "without a lock"), both
 #      list the same LVs, vgck clean; exclusive activation: a holds LV x, b is
-#      refused, a deactivates, b activates.
+#      refused, a deactivates, b activates;
+#   3. fencing through lvmlockd's kill path (kernel initiator only: the guest
+#      needs a NIC): one guest with vg2 and an active LV stops sim0 and sim1
+#      itself (`idm fault` to the simulator's TCP control address, reached over
+#      QEMU's user network), the library fences the lockspace when the lease
+#      (lvmlockd's fixed 60 s) can no longer be renewed, lvmlockd's kill path
+#      (`/sbin/lvmlockctl --kill vg2`) marks the VG killed (`lvmlockctl -i -d`:
+#      kill_vg=1), the drives are healed, lvcreate on vg2 fails, and after
+#      lvchange -an and `lvmlockctl --drop vg2` the VG starts again. About 50 s
+#      of it is waiting for the lease to run out.
 #
 # The drives' data lives in backing files (`idm sim --backing`) that this script
 # partitions first: GPT, partition 1 named "propeller" (lvmlockd's global lock
@@ -39,7 +48,8 @@
 # Environment: IDM_LVM_CACHE (scripts/lvm-build.sh), GUEST_RUN,
 # IDM_LVM_INITIATOR (kernel, the default, or qemu), IDM_LOCK_WAIT_MS
 # (passed to lvmlockd in the guests; default the library's), IDM_LOG_LEVEL
-# (the library's log level in the guests, default info).
+# (the library's log level in the guests, default info), IDM_LVM_SCENARIOS
+# (which of the scenarios 1 2 3 to run, default all; 2 needs 1's vg1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/iscsi-sim.sh
@@ -94,16 +104,19 @@ for d in 0 1 2; do
   sgdisk -p "$img" 2>/dev/null | grep -q ' propeller$' ||
     { echo "lvm-e2e: FAIL: could not partition $img" >&2; exit 1; }
 done
-start_iscsi_sim lvm-e2e --backing "$work/disks" --lun-size-mib 64
-echo "lvm-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port, initiator: $initiator"
+start_iscsi_sim lvm-e2e --backing "$work/disks" --lun-size-mib 64 --listen tcp:127.0.0.1:0
+# The control protocol on TCP too: the fencing guest sets faults through it.
+ctl_port=$(sed -n 's/^listening on tcp:127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/sim.out")
+[ -n "$ctl_port" ] || { echo "lvm-e2e: FAIL: no TCP control address"; cat "$work/sim.out"; exit 1; }
+echo "lvm-e2e: simulator pid $sim_pid, iSCSI on 127.0.0.1:$port, control on 127.0.0.1:$ctl_port, initiator: $initiator"
 
 # What the guests get: the programs with their shared libraries (the library
 # at the path the rpath names), dm-mod, and the scenario script.
 files=(--file "$build/tools/lvm:/root/lvm" --file "$build/daemons/lvmlockd/lvmlockd:/root/lvmlockd"
-  --file "$build/daemons/lvmlockd/lvmlockctl:/root/lvmlockctl")
+  --file "$build/daemons/lvmlockd/lvmlockctl:/root/lvmlockctl" --file "$idm:/root/idm")
 while read -r lib; do
   files+=(--file "$(readlink -f "$lib"):$lib")
-done < <(ldd "$build/tools/lvm" "$build/daemons/lvmlockd/lvmlockd" "$build/daemons/lvmlockd/lvmlockctl" |
+done < <(ldd "$build/tools/lvm" "$build/daemons/lvmlockd/lvmlockd" "$build/daemons/lvmlockd/lvmlockctl" "$idm" |
   awk '/=> \//{print $3} /^[ \t]*\/lib64\//{print $1}' | sort -u)
 guest_cache=${IDM_GUEST_CACHE:-$HOME/.cache/idm-guest}
 dm=$(find "$guest_cache"/kern/lib/modules -name dm-mod.ko 2>/dev/null | head -n 1)
@@ -136,7 +149,7 @@ fi
   echo '#!/bin/sh'
   [ -n "${IDM_LOCK_WAIT_MS:-}" ] && echo "export IDM_LOCK_WAIT_MS=$IDM_LOCK_WAIT_MS"
   [ -n "${IDM_LOG_LEVEL:-}" ] && echo "export IDM_LOG_LEVEL=$IDM_LOG_LEVEL"
-  echo "export IDM_INITIATOR=$initiator IDM_ISCSI_PORT=$port"
+  echo "export IDM_INITIATOR=$initiator IDM_ISCSI_PORT=$port IDM_CTL_PORT=$ctl_port"
   echo 'exec /bin/sh /root/lvm-guest "$@"'
 } >"$work/guest"
 chmod +x "$work/guest"
@@ -161,7 +174,14 @@ show() { # LOG: the guest's own lines, without the kernel's
   grep -vE '^\[ *[0-9]+\.[0-9]+\]|^guest-run|^$' "$1" | sed 's/^/   /' || true
 }
 
+scenarios=" ${IDM_LVM_SCENARIOS:-1 2 3} "
+want() { case $scenarios in *" $1 "*) return 0 ;; esac; return 1; }
+ran=()
+: >"$work/solo.log"; : >"$work/a.log"; : >"$work/b.log"; : >"$work/compare.log"; : >"$work/fence.log"
+
+if want 1; then
 echo "== 1. one host: the whole shared-VG workflow"
+ran+=(solo)
 t=$(date +%s)
 set +e
 guest solo >"$work/solo.log" 2>&1
@@ -169,8 +189,11 @@ rs=$?
 set -e
 show "$work/solo.log"
 echo "   (guest exit $rs, $(( $(date +%s) - t )) s)"
+fi
 
+if want 2; then
 echo "== 2. two hosts at once on vg1"
+ran+=(a b)
 t=$(date +%s)
 set +e
 guest a >"$work/a.log" 2>&1 &
@@ -193,8 +216,25 @@ else
   echo "FAIL both hosts list the same LVs (a: '$la', b: '$lb')"
 fi >"$work/compare.log"
 cat "$work/compare.log"
+fi
 
-for g in solo a b; do
+if want 3; then
+echo "== 3. fencing through lvmlockd's kill path"
+if [ "$initiator" = kernel ]; then
+  ran+=(fence)
+  t=$(date +%s)
+  set +e
+  guest fence >"$work/fence.log" 2>&1
+  rf=$?
+  set -e
+  show "$work/fence.log"
+  echo "   (guest exit $rf, $(( $(date +%s) - t )) s)"
+else
+  echo "   skipped: the guest has no NIC with IDM_LVM_INITIATOR=qemu"
+fi
+fi
+
+for g in "${ran[@]}"; do
   [ -s "$work/$g.log" ] && grep -q "^guest $g: .* failed$" "$work/$g.log" ||
     echo "FAIL $g: the guest did not finish (see above)"
 done >"$work/unfinished.log"
@@ -202,8 +242,8 @@ cat "$work/unfinished.log"
 
 echo "-- simulator table of sim0 after the runs"
 "$idm" dump --sim "unix:$work/sim.sock" sim0 2>&1 | sed 's/^/   /' || true
-passes=$(cat "$work"/{solo,a,b,compare}.log | grep -c '^PASS' || true)
-fails=$(cat "$work"/{solo,a,b,compare,unfinished}.log | grep -c '^FAIL' || true)
+passes=$(cat "$work"/{solo,a,b,fence,compare}.log | grep -c '^PASS' || true)
+fails=$(cat "$work"/{solo,a,b,fence,compare,unfinished}.log | grep -c '^FAIL' || true)
 wall=$(( $(date +%s) - start ))
 if [ "$fails" = 0 ] && [ "$passes" -gt 0 ]; then
   echo "lvm-e2e: PASS: $passes checks passed, 0 failed (wall time $wall s, of which LVM2 build $((built - start)) s)"

@@ -13,6 +13,14 @@
 #                     during lvcreate, vgck, exclusive activation conflict and
 #                     hand-over (the hosts synchronise through LVs in vg1 named
 #                     flag_*: LVM metadata, under its own locks, is the channel)
+#   lvm-guest fence   fencing through lvmlockd's kill path: vg2 (partitions 3)
+#                     with an active LV; this guest itself stops sim0 and sim1
+#                     (`idm fault` over QEMU's user network to the simulator's
+#                     TCP control address 10.0.2.2:$IDM_CTL_PORT, so no host-side
+#                     synchronisation is needed), waits (bounded) until the
+#                     library fences and lvmlockd shows vg2 killed, heals the
+#                     drives, checks that LVM commands on vg2 fail, then
+#                     deactivates, `lvmlockctl --drop vg2` and starts vg2 again
 #
 # Prints "PASS <host> <check>" / "FAIL <host> <check>" lines, "LVS <host> <names>"
 # for the host script to compare, and exits 0 when nothing failed.
@@ -24,6 +32,15 @@ export LVM_SYSTEM_DIR=/etc/lvm
 # The drive-list deduplication is logged at debug level (checked below).
 export IDM_LOG=/tmp/ilm.log IDM_LOG_LEVEL=${IDM_LOG_LEVEL:-info,seagate_ilm::drives=debug}
 fails=0
+# A command that is not lvm, printed with its output, like lv().
+run() {
+  echo "+ $*"
+  "$@" >/tmp/out 2>&1
+  rc=$?
+  sed 's/^/  | /' /tmp/out
+  [ $rc = 0 ] || echo "  ! exit $rc"
+  return $rc
+}
 pass() { echo "PASS $role $*"; }
 fail() { echo "FAIL $role $*"; fails=$((fails + 1)); }
 # Runs an lvm command, printing it and its output; returns its status.
@@ -88,6 +105,11 @@ while [ ! -e /dev/sdc2 ] || [ ! -e /dev/sdb2 ] || [ ! -e /dev/sda2 ] || [ ! -e /
   sleep 0.1
 done
 mkdir -p /etc/lvm /run/lvm /run/lock/lvm /var/lock
+# lvmlockd-idm.c registers "/sbin/lvmlockctl --kill VG" as the kill path
+# (LVM_PATH + "lockctl"), and lvmlockctl --kill runs /sbin/lvm config.
+mkdir -p /sbin
+ln -sf /root/lvm /sbin/lvm
+ln -sf /root/lvmlockctl /sbin/lvmlockctl
 # The library's default host ID is /etc/machine-id: one per host.
 printf '%032d\n' 0 | tr 0 "$host" >/etc/machine-id
 cat >/etc/lvm/lvm.conf <<'CONF'
@@ -224,6 +246,71 @@ a | b)
     check "lvchange -an x" lvm lvchange -an vg1/x
     lv lvcreate -an -Zn -L 4M -n flag_b_took vg1
   fi
+  finish
+  ;;
+fence)
+  ctl=tcp:10.0.2.2:$IDM_CTL_PORT
+  check "pvcreate (vg2)" lvm pvcreate -y /dev/sda3 /dev/sdb3 /dev/sdc3
+  check "vgcreate vg2" lvm vgcreate --shared --locktype idm vg2 /dev/sda3 /dev/sdb3 /dev/sdc3
+  check "vgchange --lock-start vg2" lvm vgchange --lock-start vg2
+  check "lvcreate -aey f (active, its LV lock held)" lvm lvcreate -y -aey -Zn -L 4M -n f vg2
+  kp=$(lvmlockctl --dump 2>/dev/null | grep 'lvm_vg2 add_lockspace_idm kill path is' | tail -n 1)
+  if echo "$kp" | grep -q '"/sbin/lvmlockctl --kill vg2"'; then
+    pass "kill path registered: ${kp#*kill path is: }"
+  else
+    fail "kill path registered ('$kp')"
+  fi
+  # Read now: LVM commands would wait on the stopped drives' block I/O.
+  uuid=$(lvm vgs --noheadings -o vg_uuid vg2 2>/dev/null | tr -d ' -')
+  t0=$(date +%s)
+  if run idm fault --sim "$ctl" sim0 stop && run idm fault --sim "$ctl" sim1 stop; then
+    pass "sim0 and sim1 stop answering (idm fault from the guest)"
+  else
+    fail "sim0 and sim1 stop answering (idm fault from the guest)"
+  fi
+  # Bounded wait for the fence: lvmlockd's raw info (-i -d) has kill_vg=1 for
+  # the lockspace once lvmlockctl --kill told it so.
+  i=0
+  while ! lvmlockctl -i -d 2>/dev/null | grep -q 'ls_name=lvm_vg2 .*kill_vg=1'; do
+    i=$((i + 1)); [ $i -gt 300 ] && break
+    sleep 0.5
+  done
+  dt=$(( $(date +%s) - t0 ))
+  lvmlockctl -i -d 2>/dev/null | grep 'info=ls ' | sed 's/^/  | /'
+  if lvmlockctl -i -d 2>/dev/null | grep -q 'ls_name=lvm_vg2 .*kill_vg=1'; then
+    pass "lvmlockctl -i -d shows lockspace lvm_vg2 killed (kill_vg=1), $dt s after the stop"
+  else
+    fail "lvmlockctl -i -d shows lockspace lvm_vg2 killed (kill_vg=1) (waited $dt s)"
+  fi
+  # The library's log: the fence (the lock named by vg2's UUID) and the kill path.
+  line=$(grep 'lease about to lapse: fencing' /tmp/ilm.log | head -n 1)
+  grep 'lease about to lapse: fencing\|kill path' /tmp/ilm.log | sed 's/^[^ ]* *//; s/^/  | ilm: /'
+  if [ -n "$line" ] && echo "$line" | grep -q "lock=${uuid:-none}" && ! grep -q 'kill path could not run\|kill path failed' /tmp/ilm.log; then
+    pass "the library fenced vg2's LV lock and ran the kill path (ilm log)"
+  else
+    fail "the library fenced vg2's LV lock and ran the kill path (ilm log)"
+  fi
+  lvmlockctl --dump 2>/dev/null | grep -i 'kill' | tail -n 4 | sed 's/^/  lvmlockctl --dump | /'
+  if run idm fault --sim "$ctl" sim0 heal && run idm fault --sim "$ctl" sim1 heal; then
+    pass "sim0 and sim1 healed"
+  else
+    fail "sim0 and sim1 healed"
+  fi
+  if lv lvcreate -an -Zn -L 4M -n g vg2; then
+    fail "lvcreate on killed vg2 fails"
+  elif grep -q 'lock failed' /tmp/out; then
+    pass "lvcreate on killed vg2 fails: $(grep 'lock failed' /tmp/out | head -n 1 | sed 's/^ *//')"
+  else
+    fail "lvcreate on killed vg2 fails with a lock error"
+  fi
+  # What the operator does: deactivate, drop the locks, start the VG again.
+  check "lvchange -an f (after the kill)" lvm lvchange -an vg2/f
+  if [ -b /dev/mapper/vg2-f ]; then fail "f inactive"; else pass "f inactive"; fi
+  if run lvmlockctl --drop vg2; then pass "lvmlockctl --drop vg2"; else fail "lvmlockctl --drop vg2"; fi
+  check "vgchange --lock-start vg2 after the drop" lvm vgchange --lock-start vg2
+  check "lvchange -aey f after the drop" lvm lvchange -aey vg2/f
+  check "lvchange -an f" lvm lvchange -an vg2/f
+  check "lvcreate on vg2 again" lvm lvcreate -an -Zn -L 4M -n g vg2
   finish
   ;;
 esac

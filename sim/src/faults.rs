@@ -14,10 +14,22 @@
 //!
 //! Precedence when several hold: cut, stop, stall, io_error, drop. A command
 //! released from a stall is judged again at release time.
+//!
+//! The faults are a property of the drive, not of a front end: [`DriveFaults`]
+//! is shared (behind an `Arc`) by the native server and the iSCSI target
+//! ([`super::iscsi`]), so one `idm fault` reaches commands whichever way they
+//! came in. What each verdict looks like on the wire of each front end is
+//! described by the front end (the native server: [`super::server`]; iSCSI:
+//! [`super::iscsi::session`]). For `cut`, a client's name is its HELLO name on
+//! the native protocol and its `InitiatorName` on iSCSI.
+
+use std::sync::{Mutex, MutexGuard};
 
 use rand::rngs::SmallRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+use super::latency::Latency;
 
 /// A fault command for one drive (the `fault` of a control request).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,6 +137,136 @@ impl FaultState {
     }
 }
 
+/// Called after every fault change of a drive (see [`DriveFaults::watch`]); must
+/// not block (it runs with the drive's fault state locked).
+pub type Watcher = Box<dyn Fn() + Send>;
+
+/// The faults of one simulated drive, shared by every front end serving it.
+///
+/// Locked for one judgement or one change (a few instructions); a front end that
+/// holds commands (a stall) registers a [`Watcher`] to learn that a change may
+/// have ended it early (`resume`, `heal`).
+pub struct DriveFaults {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: FaultState,
+    /// The drive's reply latency, for front ends that delay answers themselves
+    /// (the native server keeps its own copy, set together with this one).
+    latency: Latency,
+    /// Draws the `drop` verdicts of front ends without a generator of their own.
+    rng: SmallRng,
+    watchers: Vec<(u64, Watcher)>,
+    next_watcher: u64,
+}
+
+impl std::fmt::Debug for DriveFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveFaults")
+            .field("state", &self.lock().state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriveFaults {
+    /// No fault in force; `seed` seeds the generator of [`DriveFaults::judge_seeded`].
+    pub fn new(seed: u64) -> DriveFaults {
+        DriveFaults {
+            inner: Mutex::new(Inner {
+                state: FaultState::default(),
+                latency: Latency::None,
+                rng: SmallRng::seed_from_u64(seed),
+                watchers: Vec::new(),
+                next_watcher: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding it; a poisoned lock still holds a
+        // consistent state.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a command at drive time `now_ms` and tells every watcher; returns
+    /// `true` when the caller must power-cycle the firmware.
+    pub fn apply(&self, cmd: &FaultCmd, now_ms: u64) -> bool {
+        let mut g = self.lock();
+        let power_cycle = g.state.apply(cmd, now_ms);
+        for (_, w) in &g.watchers {
+            w();
+        }
+        power_cycle
+    }
+
+    /// The faults in force now.
+    pub fn snapshot(&self) -> FaultState {
+        self.lock().state.clone()
+    }
+
+    /// Whether a stall is in force at `now_ms`.
+    pub fn stalled(&self, now_ms: u64) -> bool {
+        self.lock().state.stalled(now_ms)
+    }
+
+    /// Drive time the current stall ends at, if one was set.
+    pub fn stall_until_ms(&self) -> Option<u64> {
+        self.lock().state.stall_until_ms
+    }
+
+    /// [`FaultState::judge`] with the caller's generator (the native server keeps
+    /// its own seeded one, so its drop pattern does not depend on other traffic).
+    pub fn judge(&self, client: &str, now_ms: u64, rng: &mut SmallRng) -> Verdict {
+        self.lock().state.judge(client, now_ms, rng)
+    }
+
+    /// [`FaultState::judge`] with this drive's own seeded generator.
+    pub fn judge_seeded(&self, client: &str, now_ms: u64) -> Verdict {
+        let mut g = self.lock();
+        let Inner { state, rng, .. } = &mut *g;
+        state.judge(client, now_ms, rng)
+    }
+
+    /// Sets the drive's reply latency.
+    pub fn set_latency(&self, latency: Latency) {
+        self.lock().latency = latency;
+    }
+
+    /// One reply's latency, drawn from this drive's own generator (zero when the
+    /// drive has none).
+    pub fn sample_latency(&self) -> std::time::Duration {
+        let mut g = self.lock();
+        let Inner { latency, rng, .. } = &mut *g;
+        if latency.is_none() {
+            return std::time::Duration::ZERO;
+        }
+        latency.sample(rng)
+    }
+
+    /// Registers `w`, called after every change until [`DriveFaults::unwatch`]
+    /// with the returned id.
+    pub fn watch(&self, w: Watcher) -> u64 {
+        let mut g = self.lock();
+        let id = g.next_watcher;
+        g.next_watcher += 1;
+        g.watchers.push((id, w));
+        id
+    }
+
+    /// Removes a watcher registered by [`DriveFaults::watch`].
+    pub fn unwatch(&self, id: u64) {
+        self.lock().watchers.retain(|(i, _)| *i != id);
+    }
+
+    /// Watchers registered now (a front end that forgot one leaks it).
+    pub fn watchers(&self) -> usize {
+        self.lock().watchers.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +306,30 @@ mod tests {
         let n = run(3);
         assert_eq!(n, run(3));
         assert!((2500..3500).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn shared_faults_tell_their_watchers() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let f = DriveFaults::new(1);
+        let n = Arc::new(AtomicUsize::new(0));
+        let id = {
+            let n = Arc::clone(&n);
+            f.watch(Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }))
+        };
+        assert!(!f.apply(&FaultCmd::Stall { ms: 10 }, 5));
+        assert!(f.stalled(14) && !f.stalled(15));
+        assert_eq!(f.stall_until_ms(), Some(15));
+        assert_eq!(f.judge_seeded("a", 0), Verdict::Hold);
+        assert!(f.apply(&FaultCmd::PowerCycle, 0));
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+        f.unwatch(id);
+        assert_eq!(f.watchers(), 0);
+        f.apply(&FaultCmd::Heal, 0);
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+        assert_eq!(f.snapshot(), FaultState::default());
     }
 }

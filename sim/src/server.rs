@@ -52,7 +52,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
 
-use super::faults::{FaultCmd, FaultState, Verdict};
+use super::faults::{DriveFaults, FaultCmd, Verdict};
 use super::frame::{self, kind, CommandFrame, Frame, ReplyFrame, STATUS_TRANSPORT_ERROR};
 use super::latency::Latency;
 use super::{
@@ -100,7 +100,9 @@ struct Drive {
     /// drive; locked for the duration of one command.
     fw: Arc<Mutex<Firmware>>,
     latency: Latency,
-    faults: FaultState,
+    /// Shared with the iSCSI front end too: a fault is the drive's, whichever
+    /// front end a command comes through.
+    faults: Arc<DriveFaults>,
     /// Commands held by a stall, in arrival order.
     held: VecDeque<Held>,
 }
@@ -357,12 +359,16 @@ impl SimServer {
             .drives
             .iter()
             .enumerate()
-            .map(|(i, name)| Drive {
-                name: name.clone(),
-                fw: Arc::new(Mutex::new(Firmware::new(cfg.firmware))),
-                latency: cfg.latency_of(i),
-                faults: FaultState::default(),
-                held: VecDeque::new(),
+            .map(|(i, name)| {
+                let faults = DriveFaults::new(fault_seed(cfg.seed, i));
+                faults.set_latency(cfg.latency_of(i));
+                Drive {
+                    name: name.clone(),
+                    fw: Arc::new(Mutex::new(Firmware::new(cfg.firmware))),
+                    latency: cfg.latency_of(i),
+                    faults: Arc::new(faults),
+                    held: VecDeque::new(),
+                }
             })
             .collect();
         Ok(SimServer {
@@ -411,6 +417,7 @@ impl SimServer {
                 .map(|d| SharedDrive {
                     name: d.name.clone(),
                     fw: Arc::clone(&d.fw),
+                    faults: Arc::clone(&d.faults),
                 })
                 .collect(),
         }
@@ -538,7 +545,7 @@ impl SimServer {
             .drives
             .iter()
             .filter(|d| !d.held.is_empty())
-            .filter_map(|d| d.faults.stall_until_ms)
+            .filter_map(|d| d.faults.stall_until_ms())
             .min()
             .map(|ms| self.start + Duration::from_millis(ms));
         let a = self
@@ -1234,13 +1241,13 @@ impl SimServer {
                         id: i as u32,
                         records: lock_fw(&d.fw).record_count(),
                         latency: d.latency,
-                        faults: d.faults.clone(),
+                        faults: d.faults.snapshot(),
                     })
                     .collect(),
             }),
             ControlRequest::Fault { drive, fault } => {
                 let i = self.drive_index(drive)?;
-                let d = &mut self.drives[i];
+                let d = &self.drives[i];
                 if d.faults.apply(fault, now_ms) {
                     lock_fw(&d.fw).power_cycle();
                 }
@@ -1253,6 +1260,7 @@ impl SimServer {
             ControlRequest::SetLatency { drive, latency } => {
                 let i = self.drive_index(drive)?;
                 self.drives[i].latency = *latency;
+                self.drives[i].faults.set_latency(*latency);
                 Ok(ControlResponse::Ok)
             }
             ControlRequest::DumpTable { drive } => {
@@ -1299,6 +1307,8 @@ pub struct SharedDrive {
     pub name: String,
     /// Its firmware (the same instance the native server runs).
     pub fw: Arc<Mutex<Firmware>>,
+    /// Its faults (the same state the native server judges by).
+    pub faults: Arc<DriveFaults>,
 }
 
 /// A simulator's drives and drive clock, shared with another front end.
@@ -1318,9 +1328,11 @@ impl SharedDrives {
             start: Instant::now(),
             drives: names
                 .iter()
-                .map(|n| SharedDrive {
+                .enumerate()
+                .map(|(i, n)| SharedDrive {
                     name: n.clone(),
                     fw: Arc::new(Mutex::new(Firmware::new(cfg))),
+                    faults: Arc::new(DriveFaults::new(fault_seed(0, i))),
                 })
                 .collect(),
         }
@@ -1330,6 +1342,12 @@ impl SharedDrives {
     pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
+}
+
+/// The seed of drive `i`'s own fault generator (front ends without one of their
+/// own draw `drop` verdicts from it).
+fn fault_seed(seed: u64, i: usize) -> u64 {
+    seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Keeps a used buffer for reuse, unless it is large or enough are kept.

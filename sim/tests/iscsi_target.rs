@@ -1,7 +1,8 @@
 //! The iSCSI front end over real TCP with a hand-written initiator: discovery,
 //! login, reads, writes with immediate and solicited data, IDM commands sharing
 //! the native server's firmware, NOP, task management, logout, and malformed
-//! PDUs closing only their own connection.
+//! PDUs closing only their own connection; the drive's faults (`idm fault`,
+//! through the native server's control protocol) on the iSCSI path.
 
 // Test code: helpers outside #[test] functions (which clippy.toml already
 // covers) may unwrap and expect too; a failure there is the test failing.
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use idm_sim::iscsi::pdu::{encode_text, op, parse_text, read_pdu, Pdu, RESERVED_TAG};
 use idm_sim::iscsi::{iqn_of, IscsiConfig, IscsiTarget};
-use idm_sim::{ListenAddr, SimConfig, SimHandle};
+use idm_sim::{
+    ControlRequest, ControlResponse, FaultCmd, Latency, ListenAddr, SimConfig, SimHandle,
+};
 use uring_sg::codec::{mutex_write_cdb, Class, HostId, LockId, MutexOp, Record, Sense};
 
 struct Initiator {
@@ -76,8 +79,12 @@ impl Initiator {
     }
 
     fn login_normal(&mut self, target: &str, extra: &[(&str, &str)]) {
+        self.login_as(target, "iqn.2026-11.test:raw", extra);
+    }
+
+    fn login_as(&mut self, target: &str, initiator: &str, extra: &[(&str, &str)]) {
         let mut keys = vec![
-            ("InitiatorName", "iqn.2026-11.test:raw"),
+            ("InitiatorName", initiator),
             ("SessionType", "Normal"),
             ("TargetName", target),
             ("HeaderDigest", "None"),
@@ -147,6 +154,62 @@ impl Initiator {
     fn run(&mut self, cdb: &[u8], read: bool, edtl: u32, imm: &[u8]) -> (u8, Vec<u8>, Vec<u8>) {
         let itt = self.command(cdb, read, edtl, imm, true);
         self.result(itt)
+    }
+
+    fn next_itt(&mut self) -> u32 {
+        let itt = self.itt;
+        self.itt += 1;
+        itt
+    }
+
+    /// An immediate NOP-Out with a tag, and its NOP-In. The target answers in
+    /// order: whatever it answers before the NOP-In comes first, so this proves
+    /// that nothing else was answered in between.
+    fn ping(&mut self) {
+        let itt = self.next_itt();
+        let mut p = Pdu::new(op::NOP_OUT);
+        p.bhs[0] |= 0x40;
+        p.set_flags(0x80);
+        p.set_itt(itt);
+        p.set_u32(20, RESERVED_TAG);
+        p.set_u32(24, self.cmd_sn);
+        p.set_u32(28, self.exp_stat_sn);
+        p.data = b"ping".to_vec();
+        self.send(&p);
+        let r = self.recv();
+        assert_eq!((r.opcode(), r.itt()), (op::NOP_IN, itt), "only the NOP-In");
+    }
+
+    /// Task management `function` (1 ABORT TASK of `task`, 5 LUN RESET, ...);
+    /// returns the response code.
+    fn tmf(&mut self, function: u8, task: u32) -> u8 {
+        let itt = self.next_itt();
+        let mut p = Pdu::new(op::TASK_MGMT_REQ);
+        p.bhs[0] |= 0x40;
+        p.set_flags(0x80 | function);
+        p.set_itt(itt);
+        p.set_u32(20, task);
+        p.set_u32(24, self.cmd_sn);
+        p.set_u32(28, self.exp_stat_sn);
+        self.send(&p);
+        let r = self.recv();
+        assert_eq!((r.opcode(), r.itt()), (op::TASK_MGMT_RESP, itt));
+        r.bhs[2]
+    }
+
+    fn logout(&mut self) {
+        let itt = self.next_itt();
+        let mut p = Pdu::new(op::LOGOUT_REQ);
+        p.bhs[0] |= 0x40;
+        p.set_flags(0x80);
+        p.set_itt(itt);
+        p.set_u32(24, self.cmd_sn);
+        p.set_u32(28, self.exp_stat_sn);
+        self.send(&p);
+        let r = self.recv();
+        assert_eq!((r.opcode(), r.itt(), r.bhs[2]), (op::LOGOUT_RESP, itt, 0));
+        let mut b = [0u8; 1];
+        assert_eq!(self.s.read(&mut b).unwrap(), 0, "closed after logout");
     }
 }
 
@@ -474,4 +537,283 @@ fn lvm2_context_wipe_reads_the_context_and_resets_the_table() {
         Sense::parse(&sense).map(|s| (s.key, s.asc)),
         Some((5, 0x24))
     );
+}
+
+fn fault(h: &SimHandle, drive: &str, fault: FaultCmd) {
+    h.control(ControlRequest::Fault {
+        drive: drive.into(),
+        fault,
+    })
+    .unwrap();
+}
+
+/// READ(10) of one block at `lba`.
+fn read10(lba: u8) -> [u8; 10] {
+    [0x28, 0, 0, 0, 0, lba, 0, 0, 1, 0]
+}
+
+/// WRITE(10) of one block at `lba`.
+fn write10(lba: u8) -> [u8; 10] {
+    [0x2A, 0, 0, 0, 0, lba, 0, 0, 1, 0]
+}
+
+/// The sense key and ASC of fixed or descriptor sense.
+fn key_asc(sense: &[u8]) -> (u8, u8) {
+    match sense.first().map(|b| b & 0x7F) {
+        Some(0x72 | 0x73) => (sense[1] & 0x0F, sense[2]),
+        _ => (sense[2] & 0x0F, sense[12]),
+    }
+}
+
+#[test]
+fn io_error_answers_check_condition_and_other_drives_are_served() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let mut b = Initiator::connect(t.local_addr());
+    b.login_normal(&iqn_of("sim1"), &[]);
+    fault(&h, "sim0", FaultCmd::IoError);
+    let (st, data, sense) = a.run(&read10(1), true, 512, &[]);
+    assert_eq!((st, data.len()), (2, 0), "CHECK CONDITION, no data");
+    assert_eq!(
+        key_asc(&sense),
+        (4, 0x44),
+        "HARDWARE ERROR, internal target failure"
+    );
+    // The IDM opcode too: the lock is not taken.
+    let (st, _, sense) = a.run(
+        &mutex_write_cdb(MutexOp::Trylock),
+        false,
+        512,
+        &trylock_record("host-a"),
+    );
+    assert_eq!((st, key_asc(&sense)), (2, (4, 0x44)));
+    let resp = h
+        .control(ControlRequest::DumpTable {
+            drive: "sim0".into(),
+        })
+        .unwrap();
+    assert!(matches!(resp, ControlResponse::Table { records } if records.is_empty()));
+    // Another drive, another connection: served.
+    assert_eq!(b.run(&read10(1), true, 512, &[]).0, 0);
+    // The fault shows in the drive list, and heals.
+    let ControlResponse::Drives { drives } = h.control(ControlRequest::ListDrives).unwrap() else {
+        panic!()
+    };
+    assert!(drives[0].faults.io_error && !drives[1].faults.io_error);
+    fault(&h, "sim0", FaultCmd::Heal);
+    assert_eq!(a.run(&read10(1), true, 512, &[]).0, 0);
+}
+
+#[test]
+fn stopped_drive_never_answers_and_abort_task_clears_the_command() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let mut b = Initiator::connect(t.local_addr());
+    b.login_normal(&iqn_of("sim1"), &[]);
+    fault(&h, "sim0", FaultCmd::Stop);
+    let stuck = a.command(&write10(2), false, 512, &[0xAA; 512], true);
+    // The target is alive (NOP-In) but the command gets no response...
+    a.ping();
+    // ... while another drive is served.
+    assert_eq!(b.run(&read10(2), true, 512, &[]).0, 0);
+    // The initiator's timeout path: ABORT TASK is answered.
+    assert_eq!(a.tmf(1, stuck), 0, "function complete");
+    fault(&h, "sim0", FaultCmd::Resume);
+    // Served again; the stopped write was never executed, never answered (the
+    // next response is this read's).
+    let (st, data, _) = a.run(&read10(2), true, 512, &[]);
+    assert_eq!((st, data), (0, vec![0; 512]));
+}
+
+#[test]
+fn cut_names_the_initiator() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_as(&iqn_of("sim1"), "iqn.2026-11.test:a", &[]);
+    let mut b = Initiator::connect(t.local_addr());
+    b.login_as(&iqn_of("sim1"), "iqn.2026-11.test:b", &[]);
+    fault(
+        &h,
+        "sim1",
+        FaultCmd::Cut {
+            client: "iqn.2026-11.test:a".into(),
+        },
+    );
+    a.command(&read10(0), true, 512, &[], true);
+    a.ping();
+    assert_eq!(
+        b.run(&read10(0), true, 512, &[]).0,
+        0,
+        "the other initiator is served"
+    );
+    fault(&h, "sim1", FaultCmd::Heal);
+    assert_eq!(a.run(&read10(0), true, 512, &[]).0, 0);
+}
+
+#[test]
+fn dropped_replies_are_executed_but_not_sent() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim2"), &[]);
+    fault(&h, "sim2", FaultCmd::Drop { percent: 100.0 });
+    a.command(&write10(3), false, 512, &[0x5A; 512], true);
+    a.command(&read10(3), true, 512, &[], true);
+    a.ping();
+    fault(&h, "sim2", FaultCmd::Heal);
+    let (st, data, _) = a.run(&read10(3), true, 512, &[]);
+    assert_eq!((st, data), (0, vec![0x5A; 512]), "the write was executed");
+}
+
+#[test]
+fn stall_holds_commands_until_it_ends_or_is_resumed() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let mut b = Initiator::connect(t.local_addr());
+    b.login_normal(&iqn_of("sim0"), &[]);
+    // A long stall ended early by `resume`: the held write and read run in order.
+    fault(&h, "sim0", FaultCmd::Stall { ms: 600_000 });
+    let w = a.command(&write10(4), false, 512, &[0x11; 512], true);
+    let r = a.command(&read10(4), true, 512, &[], true);
+    a.ping();
+    b.ping();
+    fault(&h, "sim0", FaultCmd::Resume);
+    assert_eq!(a.result(w).0, 0);
+    let (st, data, _) = a.result(r);
+    assert_eq!((st, data), (0, vec![0x11; 512]));
+    // A short stall ends by itself (no fault change wakes the connection).
+    fault(&h, "sim0", FaultCmd::Stall { ms: 200 });
+    let at = std::time::Instant::now();
+    let (st, _, _) = a.run(&read10(4), true, 512, &[]);
+    assert_eq!(st, 0);
+    assert!(
+        at.elapsed() >= Duration::from_millis(190),
+        "held for the stall"
+    );
+}
+
+#[test]
+fn lun_reset_and_logout_drop_held_commands_without_leaking() {
+    let (h, t) = start();
+    let drives = h.shared_drives();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let mut c = Initiator::connect(t.local_addr());
+    c.login_normal(&iqn_of("sim1"), &[]);
+    fault(&h, "sim0", FaultCmd::Stall { ms: 600_000 });
+    a.command(&write10(5), false, 512, &[0x22; 512], true);
+    a.command(&read10(5), true, 512, &[], true);
+    assert_eq!(a.tmf(5, RESERVED_TAG), 0, "LUN RESET: function complete");
+    fault(&h, "sim0", FaultCmd::Resume);
+    // Nothing held is answered after the reset, and the write never ran.
+    let (st, data, _) = a.run(&read10(5), true, 512, &[]);
+    assert_eq!((st, data), (0, vec![0; 512]));
+    // Logout with a command held: answered, closed, the target serves on.
+    fault(&h, "sim0", FaultCmd::Stall { ms: 600_000 });
+    a.command(&write10(6), false, 512, &[0x33; 512], true);
+    a.logout();
+    assert_eq!(c.run(&read10(6), true, 512, &[]).0, 0);
+    // A connection closed with a command held.
+    let mut d = Initiator::connect(t.local_addr());
+    d.login_normal(&iqn_of("sim0"), &[]);
+    d.command(&read10(6), true, 512, &[], true);
+    d.ping();
+    drop(d);
+    fault(&h, "sim0", FaultCmd::Heal);
+    let mut e = Initiator::connect(t.local_addr());
+    e.login_normal(&iqn_of("sim0"), &[]);
+    let (st, data, _) = e.run(&read10(6), true, 512, &[]);
+    assert_eq!((st, data), (0, vec![0; 512]), "the held write never ran");
+    drop((c, e));
+    // Every connection thread ends (stop joins them) and unregisters its watcher.
+    t.stop();
+    for d in &drives.drives {
+        assert_eq!(d.faults.watchers(), 0, "{}", d.name);
+    }
+}
+
+#[test]
+fn held_commands_are_bounded() {
+    let h = SimHandle::start(
+        SimConfig::with_drives(1),
+        &[ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())],
+    )
+    .unwrap();
+    let t = IscsiTarget::start(
+        &h.shared_drives(),
+        &IscsiConfig {
+            lun_bytes: 1 << 20,
+            max_held: 2,
+            ..IscsiConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    fault(&h, "sim0", FaultCmd::Stall { ms: 600_000 });
+    let r1 = a.command(&read10(0), true, 512, &[], true);
+    let r2 = a.command(&read10(1), true, 512, &[], true);
+    let r3 = a.command(&read10(2), true, 512, &[], true);
+    assert_eq!(a.result(r3).0, 0x28, "TASK SET FULL");
+    fault(&h, "sim0", FaultCmd::Heal);
+    assert_eq!(a.result(r1).0, 0);
+    assert_eq!(a.result(r2).0, 0);
+}
+
+#[test]
+fn power_cycle_over_the_control_protocol_clears_what_iscsi_wrote() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let cdb = mutex_write_cdb(MutexOp::Trylock);
+    assert_eq!(a.run(&cdb, false, 512, &trylock_record("host-a")).0, 0);
+    fault(&h, "sim0", FaultCmd::PowerCycle);
+    let resp = h
+        .control(ControlRequest::DumpTable {
+            drive: "sim0".into(),
+        })
+        .unwrap();
+    assert!(matches!(resp, ControlResponse::Table { records } if records.is_empty()));
+}
+
+#[test]
+fn latency_delays_iscsi_answers_in_order() {
+    let (h, t) = start();
+    let mut a = Initiator::connect(t.local_addr());
+    a.login_normal(&iqn_of("sim0"), &[]);
+    let mut b = Initiator::connect(t.local_addr());
+    b.login_normal(&iqn_of("sim1"), &[]);
+    h.control(ControlRequest::SetLatency {
+        drive: "sim0".into(),
+        latency: Latency::Fixed { us: 200_000 },
+    })
+    .unwrap();
+    let at = std::time::Instant::now();
+    let r = a.command(&read10(0), true, 512, &[], true);
+    // A NOP-Out right behind it: its NOP-In leaves after the read's answer.
+    let mut p = Pdu::new(op::NOP_OUT);
+    p.bhs[0] |= 0x40;
+    p.set_flags(0x80);
+    p.set_itt(9999);
+    p.set_u32(20, RESERVED_TAG);
+    p.set_u32(24, a.cmd_sn);
+    a.send(&p);
+    // The other drive has no latency: served meanwhile.
+    assert_eq!(b.run(&read10(0), true, 512, &[]).0, 0);
+    assert_eq!(a.result(r).0, 0);
+    assert!(
+        at.elapsed() >= Duration::from_millis(190),
+        "delayed by the latency"
+    );
+    let n = a.recv();
+    assert_eq!((n.opcode(), n.itt()), (op::NOP_IN, 9999));
+    h.control(ControlRequest::SetLatency {
+        drive: "sim0".into(),
+        latency: Latency::None,
+    })
+    .unwrap();
+    assert_eq!(a.run(&read10(0), true, 512, &[]).0, 0);
 }

@@ -1,4 +1,10 @@
 //! `idm fault`: inject or heal a fault on a simulated drive.
+//!
+//! A fault is the drive's: it applies to commands that reach the drive through
+//! the native socket protocol and through the iSCSI target (`idm sim --iscsi`)
+//! alike. Over iSCSI: `stop`/`cut` and dropped replies send no response (the
+//! initiator's timeout and abort run), `io-error` answers CHECK CONDITION
+//! (HARDWARE ERROR, ASC 0x44), a stall holds commands until it ends.
 
 use std::process::ExitCode;
 
@@ -40,7 +46,8 @@ enum Action {
         /// Percentage, 0..=100.
         pct: f64,
     },
-    /// Cut the client with this name (its HELLO name) off the drive.
+    /// Cut the client with this name (its HELLO name; over iSCSI its
+    /// InitiatorName) off the drive.
     Cut {
         /// Client name.
         client: String,

@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = IscsiConfig::default().max_write,
           help_heading = "Limits (hostile clients)")]
     iscsi_max_write_bytes: usize,
+    /// Commands one iSCSI connection may have held by a stall of its drive
+    /// (`idm fault DRIVE stall MS`); one more is answered TASK SET FULL.
+    #[arg(long, value_name = "N", default_value_t = IscsiConfig::default().max_held,
+          help_heading = "Limits (hostile clients)")]
+    iscsi_max_held: usize,
 }
 
 /// Runs `idm sim`.
@@ -173,6 +178,7 @@ pub fn run(a: Args) -> ExitCode {
                 idle_timeout: Duration::from_millis(a.iscsi_idle_timeout_ms),
                 accept_backoff: Duration::from_millis(a.accept_backoff_ms),
                 max_write: a.iscsi_max_write_bytes,
+                max_held: a.iscsi_max_held,
             };
             match IscsiTarget::start(&server.shared_drives(), &icfg, addr) {
                 Ok(t) => Some(t),

@@ -9,14 +9,30 @@
 //! its own WWN, as separate IDM drives on a SAN are.
 //!
 //! **Threads, not the ring**: the listener runs on its own thread with blocking
-//! std sockets and one thread per connection ([`session`]). The native server's
-//! io_uring loop stays as it is; iSCSI traffic (block I/O, a few initiators) does
-//! not need its scale. The two front ends share each drive's firmware behind a
-//! mutex (locked for one command) and one drive clock
+//! std sockets and one thread per connection, plus its reader thread after login
+//! ([`session`]). The native server's io_uring loop stays as it is; iSCSI
+//! traffic (block I/O, a few initiators) does not need its scale. The two front
+//! ends share each drive's firmware behind a mutex (locked for one command) and
+//! one drive clock
 //! ([`crate::SharedDrives`]), so a lock taken over iSCSI is seen by a
-//! native client and the other way round. The native server's latency and fault
-//! injection do not apply to iSCSI commands (a power cycle does: it clears the
-//! shared table).
+//! native client and the other way round.
+//!
+//! **Faults are the drive's** ([`crate::faults::DriveFaults`], shared with
+//! the native server, set by `idm fault` through its control protocol) and apply
+//! to every SCSI command of the drive's LUN, as a real drive behind a healthy
+//! target would show them (the target itself keeps answering NOP-Out, task
+//! management, text and logout):
+//!
+//! | fault | an iSCSI command received while it holds |
+//! | --- | --- |
+//! | `stop`, `cut` (by `InitiatorName`) | not executed, no response ever: the initiator's timeout and abort path runs |
+//! | `stall` | held (not executed) until the stall ends or `resume`/`heal`, then executed and answered; ABORT TASK, ABORT/CLEAR TASK SET, LUN and target resets drop held commands (never executed, never answered), logout or a closed connection too |
+//! | `io_error` | not executed; CHECK CONDITION, fixed sense, HARDWARE ERROR (4), ASC 0x44 (internal target failure) |
+//! | `drop` | executed, the response (Data-In and status) not sent |
+//! | `power_cycle` | the shared table is lost |
+//!
+//! The drive's latency model delays each command's answer too (answers leave in
+//! order: [`session`]).
 //!
 //! **Limits** ([`IscsiConfig`], flags of `idm sim`): at most `max_conns`
 //! connection threads (one more is answered "service unavailable" by a single
@@ -33,7 +49,8 @@
 //! digests off, ERL 0, one connection per session, immediate / unsolicited /
 //! solicited (R2T) write data, Data-In with the status in the last PDU or a
 //! separate SCSI Response with sense, NOP-Out/NOP-In, task management answered
-//! "function complete", logout. Not implemented: CHAP, digests, multiple
+//! "function complete" (ABORT TASK and the resets drop the commands they name
+//! that a stall holds), logout. Not implemented: CHAP, digests, multiple
 //! connections per session, error recovery (SNACK is rejected), target-initiated
 //! NOP-In pings, asynchronous messages.
 
@@ -93,6 +110,9 @@ pub struct IscsiConfig {
     /// (each buffered until complete): a larger write is refused, and one that
     /// would take the connection past it is answered TASK SET FULL.
     pub max_write: usize,
+    /// Commands one connection may have held by a stall of its drive (their write
+    /// data counts against `max_write` too); one more is answered TASK SET FULL.
+    pub max_held: usize,
 }
 
 impl Default for IscsiConfig {
@@ -106,6 +126,7 @@ impl Default for IscsiConfig {
             idle_timeout: Duration::from_secs(300),
             accept_backoff: Duration::from_millis(100),
             max_write: 32 << 20,
+            max_held: 64,
         }
     }
 }
@@ -132,6 +153,7 @@ pub(crate) struct Ctx {
     pub(crate) login_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_write: usize,
+    pub(crate) max_held: usize,
     pub(crate) next_tsih: AtomicU16,
     pub(crate) logs: Mutex<Logs>,
     start: Instant,
@@ -191,6 +213,7 @@ impl IscsiTarget {
                 name: d.name.clone(),
                 fw: Arc::clone(&d.fw),
                 disk: Arc::new(disk),
+                faults: Arc::clone(&d.faults),
             });
         }
         let ctx = Arc::new(Ctx {
@@ -200,6 +223,7 @@ impl IscsiTarget {
             login_timeout: cfg.login_timeout,
             idle_timeout: cfg.idle_timeout,
             max_write: cfg.max_write,
+            max_held: cfg.max_held,
             next_tsih: AtomicU16::new(1),
             logs: Mutex::new(Logs::default()),
             start: drives.start,

@@ -194,6 +194,9 @@ pub struct Lun {
     pub fw: Arc<Mutex<Firmware>>,
     /// The data area.
     pub disk: Arc<Disk>,
+    /// The drive's faults (shared with the native server; judged per command by
+    /// the session, [`super::session`]).
+    pub faults: Arc<crate::faults::DriveFaults>,
 }
 
 /// Status and sense of one command (data-in goes to the caller's buffer).
@@ -646,6 +649,7 @@ mod tests {
             name: "sim0".into(),
             fw: Arc::new(Mutex::new(Firmware::new(FirmwareConfig::default()))),
             disk: Arc::new(Disk::ram(bytes)),
+            faults: Arc::new(crate::faults::DriveFaults::new(0)),
         }
     }
 

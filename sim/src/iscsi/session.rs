@@ -16,9 +16,17 @@
 //!   that alone is refused with INVALID FIELD IN CDB, one that would take the
 //!   connection past it is answered TASK SET FULL).
 //! - **NOP-Out** with a task tag: NOP-In echoing its data.
-//! - **Task management**: "function complete"; ABORT TASK, the LU/target resets
-//!   and CLEAR TASK SET drop writes still waiting for data (nothing else is ever
-//!   in progress: commands run synchronously).
+//! - **Faults** of the drive ([`crate::faults`], the table in
+//!   [`super`]): judged when a command is ready to run (a write: when its data is
+//!   in). `stop`/`cut`: no response; `io_error`: CHECK CONDITION, HARDWARE ERROR,
+//!   ASC 0x44; `drop`: executed, no response; `stall`: held in arrival order (at
+//!   most `max_held` per connection, one more is answered TASK SET FULL), judged
+//!   again and run when the stall ends or a fault change (`resume`, `heal`)
+//!   ends it early.
+//! - **Task management**: "function complete"; ABORT TASK, ABORT TASK SET,
+//!   CLEAR TASK SET and the LU/target resets drop writes still waiting for data
+//!   and commands held by a stall (they are never run nor answered; nothing else
+//!   is ever in progress: commands run synchronously).
 //! - **Text** (`SendTargets`): the targets with this portal's address; answers
 //!   longer than the initiator's MaxRecvDataSegmentLength continue (C bit,
 //!   target transfer tag) over several exchanges.
@@ -28,25 +36,66 @@
 //! A PDU that cannot be decoded, an oversize data segment, a login PDU after
 //! login, or a socket error closes this connection only.
 //!
+//! **Latency**: the drive's latency model (`idm sim --latency`, the control
+//! protocol's `set_latency`) delays each command's answer by one sample; answers
+//! leave in order, so one delayed answer delays what follows it on the
+//! connection (NOP-In too), as on one serial link. Delayed answers count against
+//! `max_write`; past it the connection waits them out before reading on.
+//!
+//! After login a reader thread (scoped to the connection) reads PDUs and hands
+//! them over a small bounded channel, which also carries the wake-ups of fault
+//! changes; the connection thread waits on it with a timeout at the end of the
+//! stall that holds its commands, if any (no polling). Ending the connection
+//! shuts the socket down, which ends the reader; held commands are dropped with
+//! the connection.
+//!
 //! Sequence numbers: StatSN counts status-bearing answers from the login
 //! request's ExpStatSN; ExpCmdSN follows non-immediate commands in order
 //! (this target answers in arrival order); MaxCmdSN = ExpCmdSN + 31.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use super::login::{Login, Params, SessionType, Step};
 use super::pdu::{encode_text, op, parse_text, read_pdu, Pdu, PduError, RESERVED_TAG};
-use super::scsi::{absent_lun, cdb_len, Answer, BLOCK};
+use super::scsi::{absent_lun, cdb_len, Answer, Lun, BLOCK};
 use super::Ctx;
+use crate::faults::Verdict;
 
 /// Command window beyond ExpCmdSN.
 const WINDOW: u32 = 31;
 /// SCSI status TASK SET FULL.
 const TASK_SET_FULL: u8 = 0x28;
+/// Sense key HARDWARE ERROR (the answer of a drive under `io_error`).
+const HARDWARE_ERROR: u8 = 0x04;
+/// ASC INTERNAL TARGET FAILURE.
+const ASC_INTERNAL_TARGET_FAILURE: u8 = 0x44;
+/// PDUs the reader thread may read ahead of the connection thread.
+const READ_AHEAD: usize = 4;
+
+/// What the reader thread and the fault watcher hand the connection thread.
+enum Event {
+    /// The next PDU, the end of the stream (`None`) or a read error.
+    Pdu(Result<Option<Pdu>, PduError>),
+    /// The drive's faults changed: a stall may have ended.
+    Wake,
+}
+
+/// A command held by a stall of its drive.
+struct HeldTask {
+    itt: u32,
+    lun: [u8; 8],
+    cdb: [u8; 16],
+    cmd_len: usize,
+    out: Vec<u8>,
+    edtl: u32,
+    read: bool,
+    r2ts: u32,
+}
 
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +141,14 @@ struct Conn<'a> {
     text: Option<(u32, Vec<u8>, usize)>,
     out: Vec<u8>,
     data_in: Vec<u8>,
+    /// The initiator's name (what a `cut` fault names).
+    initiator: String,
+    /// Commands held by a stall, in arrival order.
+    held: Vec<HeldTask>,
+    /// When what is in `out` may leave (the drive's latency); `None`: now.
+    out_due: Option<Instant>,
+    /// Answers waiting for their latency, in order (answers leave in order).
+    pending: VecDeque<(Instant, Vec<u8>)>,
 }
 
 /// A socket whose reads time out at a deadline (the login's) and after an idle
@@ -209,25 +266,190 @@ pub(super) fn serve(ctx: &Ctx, stream: TcpStream) -> Result<(), SessionError> {
         text: None,
         out: Vec::new(),
         data_in: Vec::new(),
+        initiator: login.initiator.clone().unwrap_or_default(),
+        held: Vec::new(),
+        out_due: None,
+        pending: VecDeque::new(),
     };
     let max = c.params.recv_dsl as usize;
-    loop {
-        let Some(pdu) = read_pdu(&mut reader, max)? else {
-            return Ok(());
+    let (tx, rx) = sync_channel::<Event>(READ_AHEAD);
+    // A change of the drive's faults (resume, heal) may end a stall early. The
+    // wake-up is dropped if the channel is full: the connection thread looks at
+    // its held commands after every event anyway.
+    let lun = c.lun();
+    let watch = lun.map(|l| {
+        let tx = tx.clone();
+        l.faults.watch(Box::new(move || {
+            let _ = tx.try_send(Event::Wake);
+        }))
+    });
+    let shut = writer.try_clone();
+    let result = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("idm-iscsi-rd".into())
+            .spawn_scoped(scope, move || read_loop(reader, max, &tx));
+        let r = match spawned {
+            Ok(_) => run(&mut c, &rx, &mut writer),
+            Err(e) => Err(SessionError::Io(e)),
         };
-        // Whatever was queued (a Reject before a protocol error, too) goes out first.
-        let more = c.on_pdu(pdu);
-        if !c.out.is_empty() {
-            writer.write_all(&c.out)?;
-            c.out.clear();
+        drop(rx);
+        // Ends the reader: a read in progress returns, a send finds no receiver.
+        match &shut {
+            Ok(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            Err(_) => {
+                let _ = writer.shutdown(Shutdown::Both);
+            }
         }
+        r
+    });
+    if let (Some(l), Some(id)) = (lun, watch) {
+        l.faults.unwatch(id);
+    }
+    result
+}
+
+/// The reader thread: PDUs to the connection thread until the end of the
+/// stream, an error, or the connection thread is gone.
+fn read_loop(mut r: impl Read, max: usize, tx: &SyncSender<Event>) {
+    loop {
+        let p = read_pdu(&mut r, max);
+        let end = !matches!(p, Ok(Some(_)));
+        if tx.send(Event::Pdu(p)).is_err() || end {
+            return;
+        }
+    }
+}
+
+/// The connection thread after login: PDUs and fault wake-ups in, answers out.
+fn run(c: &mut Conn<'_>, rx: &Receiver<Event>, writer: &mut TcpStream) -> Result<(), SessionError> {
+    loop {
+        // Answers delayed by latency count against `max_write`: past it, wait
+        // them out before reading on.
+        while c.pending.iter().map(|(_, b)| b.len()).sum::<usize>() > c.ctx.max_write {
+            let Some((due, b)) = c.pending.pop_front() else {
+                break;
+            };
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            writer.write_all(&b)?;
+        }
+        let ev = match c.next_wait() {
+            Some(d) => rx.recv_timeout(d),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let more = match ev {
+            Ok(Event::Pdu(Ok(Some(p)))) => c.on_pdu(p),
+            Ok(Event::Pdu(Ok(None))) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Ok(Event::Pdu(Err(e))) => return Err(e.into()),
+            Ok(Event::Wake) | Err(RecvTimeoutError::Timeout) => Ok(true),
+        };
+        if matches!(more, Ok(true)) {
+            c.release_held();
+        }
+        // Whatever was queued (a Reject before a protocol error, too) goes out
+        // first; the answers of a logout after what latency still holds.
+        c.send_ready(writer)?;
         if !more? {
+            while let Some((due, b)) = c.pending.pop_front() {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                writer.write_all(&b)?;
+            }
             return Ok(());
         }
     }
 }
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
+    /// The logical unit this session logged in to.
+    fn lun(&self) -> Option<&'a Lun> {
+        self.lun_index.and_then(|i| self.ctx.luns.get(i))
+    }
+
+    /// Sends what is due: `out` at once unless latency delays it (or delayed
+    /// answers are still ahead of it), then the delayed answers whose time came.
+    fn send_ready(&mut self, writer: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let due = self.out_due.take();
+            if due.is_none() && self.pending.is_empty() {
+                writer.write_all(&self.out)?;
+                self.out.clear();
+            } else {
+                let now = Instant::now();
+                let due = due.unwrap_or(now);
+                let due = self.pending.back().map_or(due, |(t, _)| (*t).max(due));
+                self.pending.push_back((due, std::mem::take(&mut self.out)));
+            }
+        }
+        let now = Instant::now();
+        while self.pending.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, b)) = self.pending.pop_front() {
+                writer.write_all(&b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delays what this command answers by one latency sample of its drive.
+    fn delay_answer(&mut self, l: &Lun) {
+        let d = l.faults.sample_latency();
+        if !d.is_zero() {
+            let due = Instant::now() + d;
+            self.out_due = Some(self.out_due.map_or(due, |t| t.max(due)));
+        }
+    }
+
+    /// How long the connection thread may wait for the next event: until the
+    /// first delayed answer is due or the stall holding commands ends.
+    fn next_wait(&self) -> Option<Duration> {
+        let p = self
+            .pending
+            .front()
+            .map(|(t, _)| t.saturating_duration_since(Instant::now()));
+        match (p, self.release_wait()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How long until the stall holding this connection's commands ends (`None`:
+    /// nothing held, or no end known: a fault change wakes the thread).
+    fn release_wait(&self) -> Option<Duration> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let until = self.lun()?.faults.stall_until_ms()?;
+        // +1: drive time counts whole milliseconds.
+        Some(Duration::from_millis(
+            until.saturating_sub(self.ctx.now_ms()) + 1,
+        ))
+    }
+
+    /// Runs the held commands if their drive's stall has ended (each is judged
+    /// again: it may be held again, dropped, failed or run).
+    fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(l) = self.lun() else {
+            self.held.clear();
+            return;
+        };
+        if l.faults.stalled(self.ctx.now_ms()) {
+            return;
+        }
+        for h in std::mem::take(&mut self.held) {
+            let cdb = &h.cdb[..h.cmd_len];
+            self.execute_with(h.itt, h.lun, cdb, &h.out, h.edtl, h.read, h.r2ts);
+        }
+    }
+
+    /// Write data this connection holds: writes collecting data and held writes.
+    fn waiting_bytes(&self) -> usize {
+        let w: usize = self.writes.values().map(|t| t.buf.len()).sum();
+        w + self.held.iter().map(|h| h.out.len()).sum::<usize>()
+    }
+
     /// Takes the next StatSN.
     fn stat(&mut self) -> u32 {
         let s = self.stat_sn;
@@ -290,12 +512,25 @@ impl Conn<'_> {
             op::TASK_MGMT_REQ => {
                 self.count_cmd(&p);
                 let function = p.flags() & 0x7F;
+                let before = self.held.len();
                 match function {
                     1 => {
-                        self.writes.remove(&p.u32_at(20));
+                        let tag = p.u32_at(20);
+                        self.writes.remove(&tag);
+                        self.held.retain(|h| h.itt != tag);
                     }
-                    2 | 5..=7 => self.writes.clear(),
+                    2 | 4..=7 => {
+                        self.writes.clear();
+                        self.held.clear();
+                    }
                     _ => {}
+                }
+                if self.held.len() < before {
+                    tracing::debug!(
+                        function,
+                        dropped = before - self.held.len(),
+                        "task management dropped commands held by a stall"
+                    );
                 }
                 let mut r = Pdu::new(op::TASK_MGMT_RESP);
                 r.set_flags(0x80);
@@ -427,7 +662,7 @@ impl Conn<'_> {
         }
         // Writes waiting for their data share one budget per connection (immediate
         // commands bypass the command window, so the window alone bounds nothing).
-        let waiting: usize = self.writes.values().map(|t| t.buf.len()).sum();
+        let waiting = self.waiting_bytes();
         if waiting + edtl as usize > max_write {
             let full = Answer {
                 status: TASK_SET_FULL,
@@ -550,14 +785,58 @@ impl Conn<'_> {
         read: bool,
         r2ts: u32,
     ) {
+        let unit = self.lun().filter(|_| lun == [0; 8]);
+        let mut drop_reply = false;
+        if let Some(l) = unit {
+            match l.faults.judge_seeded(&self.initiator, self.ctx.now_ms()) {
+                Verdict::Execute => {}
+                Verdict::ExecuteAndDrop => drop_reply = true,
+                Verdict::Ignore => return,
+                Verdict::Hold => {
+                    if self.held.len() >= self.ctx.max_held {
+                        let full = Answer {
+                            status: TASK_SET_FULL,
+                            sense: Vec::new(),
+                        };
+                        self.respond(itt, lun, 0, &full, edtl, if read { 0 } else { r2ts });
+                        return;
+                    }
+                    let mut c = [0u8; 16];
+                    let n = cdb.len().min(16);
+                    c[..n].copy_from_slice(&cdb[..n]);
+                    self.held.push(HeldTask {
+                        itt,
+                        lun,
+                        cdb: c,
+                        cmd_len: n,
+                        out: out.to_vec(),
+                        edtl,
+                        read,
+                        r2ts,
+                    });
+                    return;
+                }
+                Verdict::IoError => {
+                    self.delay_answer(l);
+                    let a = Answer::check(HARDWARE_ERROR, ASC_INTERNAL_TARGET_FAILURE, 0);
+                    self.respond(itt, lun, 0, &a, edtl, if read { 0 } else { r2ts });
+                    return;
+                }
+            }
+        }
         let mut data_in = std::mem::take(&mut self.data_in);
-        let a = match (
-            lun == [0; 8],
-            self.lun_index.and_then(|i| self.ctx.luns.get(i)),
-        ) {
-            (true, Some(l)) => l.execute(self.ctx.now_ms(), cdb, out, &mut data_in),
-            _ => absent_lun(cdb, &mut data_in),
+        let a = match unit {
+            Some(l) => l.execute(self.ctx.now_ms(), cdb, out, &mut data_in),
+            None => absent_lun(cdb, &mut data_in),
         };
+        if drop_reply {
+            // Executed; the response is lost on the way.
+            self.data_in = data_in;
+            return;
+        }
+        if let Some(l) = unit {
+            self.delay_answer(l);
+        }
         if !read {
             // Data-in for a command without the R bit cannot be delivered.
             data_in.clear();
