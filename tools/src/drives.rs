@@ -185,10 +185,10 @@ pub fn explain_io(e: uring_sg::codec::DriveError, real: bool) -> String {
     use uring_sg::codec::DriveError as E;
     let hint = match e {
         E::Timeout | E::Io(110) if real => {
-            " (a drive's BUSY answer looks like this on Linux: the SCSI layer retries BUSY until the command times out)"
+            "; a drive's BUSY answer looks like this on Linux: the SCSI layer retries BUSY until the command times out"
         }
         E::Status(0x01) if real => {
-            " (QEMU's iSCSI initiator turns the drive's COMMAND TERMINATED (0x22) into 0x01: already held by this host, or the wrong class)"
+            "; QEMU's iSCSI initiator turns the drive's COMMAND TERMINATED (0x22) into 0x01: already held by this host, or the wrong class"
         }
         _ => "",
     };

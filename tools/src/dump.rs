@@ -245,7 +245,7 @@ fn verdict(s: &Standing, n: usize) -> &'static str {
     } else if s.live > 0 {
         "live on a minority"
     } else {
-        "expired everywhere (breakable)"
+        "expired, live nowhere (breakable)"
     }
 }
 
