@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use idm_engine::api::{DeviceOpener, DriveOpener, EngineError, SimServerOpener};
+use nix::errno::Errno;
 use nix::unistd::{access, AccessFlags};
 use uring_sg::codec::{decode_table_count, Record};
 use uring_sg::discovery::DriveNodes;
@@ -60,7 +61,9 @@ enum Opener {
 pub struct Target {
     /// The drive as the user named it.
     pub name: String,
-    /// The node IDM commands go to (real devices).
+    /// The drive's sg node (its bsg node when it has none; the NVMe controller),
+    /// for real devices. The transport may use the bsg node instead where the
+    /// kernel offers bsg `uring_cmd`, as the engine does.
     pub node: Option<PathBuf>,
     /// The drive's identity (WWN, or `serial:...`), if it has one (real devices).
     pub identity: Option<String>,
@@ -118,7 +121,10 @@ impl Drives {
                     Ok(t) => t,
                     Err(e) => {
                         let denied = paths.iter().flat_map(|d| nodes(&d.nodes)).find(|n| {
-                            access(n.as_path(), AccessFlags::R_OK | AccessFlags::W_OK).is_err()
+                            matches!(
+                                access(n.as_path(), AccessFlags::R_OK | AccessFlags::W_OK),
+                                Err(Errno::EACCES | Errno::EPERM | Errno::EROFS)
+                            )
                         });
                         return Err(match denied {
                             Some(n) => format!(
