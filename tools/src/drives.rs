@@ -73,6 +73,20 @@ pub struct Target {
     paths: Vec<usize>,
 }
 
+#[cfg(test)]
+impl Target {
+    /// A target with no path, for tests of what is printed.
+    pub fn for_test(name: &str) -> Target {
+        Target {
+            name: name.to_string(),
+            node: None,
+            identity: None,
+            path_count: 0,
+            paths: Vec::new(),
+        }
+    }
+}
+
 /// Drives opened on one ring. See the module docs.
 pub struct Drives {
     opener: Opener,

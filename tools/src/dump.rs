@@ -339,3 +339,78 @@ fn summary_json(summary: &[(String, Vec<(String, Standing)>)], n: usize) -> Valu
         .collect();
     json!({"drives": n, "majority": majority(n), "locks": rows})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uring_sg::codec::Class;
+
+    fn rec(lock: &str, host: &str, state: MutexState, class: Class) -> Record {
+        let mut r = Record::new(lock.parse().unwrap(), host.parse().unwrap(), class);
+        r.state = state;
+        r
+    }
+
+    fn target(name: &str) -> Target {
+        Target::for_test(name)
+    }
+
+    /// Live and expired members are counted per drive; an entry without members
+    /// is a lock with no host; a majority is over every drive named, unreadable
+    /// ones included.
+    #[test]
+    fn summary_counts_members_per_drive() {
+        use MutexState::*;
+        let reads = vec![
+            (
+                "d0".to_string(),
+                Read::Records(
+                    target("d0"),
+                    vec![
+                        rec("vg", "A", Locked, Class::Exclusive),
+                        rec("lv", "B", MultipleLocked, Class::SharedProtectedRead),
+                        rec("lv", "C", Timeout, Class::SharedProtectedRead),
+                        rec("old", "D", Unlocked, Class::Exclusive),
+                    ],
+                ),
+            ),
+            (
+                "d1".to_string(),
+                Read::Records(
+                    target("d1"),
+                    vec![
+                        rec("vg", "A", Locked, Class::Exclusive),
+                        rec("lv", "B", Locked, Class::Exclusive),
+                    ],
+                ),
+            ),
+            ("d2".to_string(), Read::Failed("no".into())),
+            ("d1b".to_string(), Read::SameAs("d1".into())),
+        ];
+        let s = summarize(&reads);
+        let names: Vec<&str> = s.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(names, ["vg", "lv", "old"]);
+        let (_, vg) = &s[0];
+        assert_eq!(
+            (vg[0].0.as_str(), vg[0].1.live, mode(&vg[0].1)),
+            ("A", 2, "EX")
+        );
+        assert_eq!(verdict(&vg[0].1, 3), "holds it (majority)");
+        let (_, lv) = &s[1];
+        assert_eq!((lv[0].1.live, mode(&lv[0].1)), (2, "mixed"));
+        assert_eq!(
+            (lv[1].0.as_str(), lv[1].1.live, lv[1].1.expired),
+            ("C", 0, 1)
+        );
+        assert!(verdict(&lv[1].1, 3).contains("breakable"));
+        assert!(s[2].1.is_empty());
+        // One live drive of three is a minority.
+        let one = Standing {
+            live: 1,
+            ex: 1,
+            ..Standing::default()
+        };
+        assert_eq!(verdict(&one, 3), "live on a minority");
+        assert_eq!(majority(4), 3);
+    }
+}
