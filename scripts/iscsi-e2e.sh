@@ -7,7 +7,13 @@
 #   1. one guest takes a lock with quorum on its three disks and releases it;
 #   2. two guests at once (hosts A and B) contend for one lock through the same
 #      simulator: exactly one wins; the winner stops renewing (3 s lease) and the
-#      other takes the lock over once the lease has lapsed.
+#      other takes the lock over once the lease has lapsed;
+#   3. an administrator's tools on the guest's devices (`idm dump`, `idm cmd`):
+#      the holder of a lock another process left behind shows on /dev/sdX, the
+#      sg node and a /dev/disk/by-id link; break is refused while its lease runs,
+#      takes it over once it lapsed; unlock and destroy free and remove the entry,
+#      and a new host gets the lock; a plain disk (scsi_debug) and QEMU's NVMe
+#      controller are reported as "not an IDM drive". One PASS/FAIL line a check.
 #
 # Needs: qemu-system-x86 with its iSCSI block driver (Debian: qemu-block-extra)
 # and ../shared/tools/guest-run (or $GUEST_RUN). Missing packages are installed
@@ -58,6 +64,92 @@ solo)
   /root/idm lock --host solo --lock e2e-solo --mode ex --hold-ms 1000 $disks
   exit $?
   ;;
+admin)
+  # The three IDM disks (the simulator's vendor) and the plain scsi_debug disk.
+  i=0
+  while :; do
+    idm_disks=; plain=
+    for b in /sys/block/sd*; do
+      [ -e "$b/device/vendor" ] || continue
+      case $(cat "$b/device/vendor") in
+      IDMSIM*) idm_disks="$idm_disks /dev/${b##*/}" ;;
+      *) plain=/dev/${b##*/} ;;
+      esac
+    done
+    [ "$(echo $idm_disks | wc -w)" = 3 ] && [ -n "$plain" ] && [ -e /dev/nvme0n1 ] && break
+    i=$((i + 1)); [ $i -gt 300 ] && { echo "guest: disks did not appear: $idm_disks / $plain"; exit 2; }
+    sleep 0.1
+  done
+  set -- $idm_disks
+  d1=$1; d2=$2; d3=$3
+  sg1=/dev/$(ls /sys/block/${d1#/dev/}/device/scsi_generic)
+  mkdir -p /dev/disk/by-id
+  ln -sf "../../${d3#/dev/}" /dev/disk/by-id/idm-e2e-disk3
+  byid=/dev/disk/by-id/idm-e2e-disk3
+  plain_sg=/dev/$(ls /sys/block/${plain#/dev/}/device/scsi_generic)
+  echo "guest admin: IDM disks $idm_disks ($d1 is $sg1), plain disk $plain ($plain_sg), /dev/nvme0n1"
+  check() { # NAME OK(0/1) [OUTPUT]
+    if [ "$2" = 0 ]; then echo "PASS: $1"; else echo "FAIL: $1"; [ -n "$3" ] && echo "$3" | sed 's/^/      /'; fi
+  }
+  row() { # OUTPUT HOST LIVE EXPIRED: the summary row of e2e-stuck for HOST
+    echo "$1" | grep -qE "^e2e-stuck +$2 +[A-Z-]+ +$3 +$4 "
+  }
+  # Another process takes the lock on the three disks and leaves it held without
+  # renewing it (8 s lease): a stuck lock once the lease has run out.
+  out=$(/root/idm lock --host holder --lock e2e-stuck --lease-ms 8000 --command-timeout-ms 1000 --keep $idm_disks 2>&1)
+  check "another process took e2e-stuck and left it held" $? "$out"
+  out=$(/root/idm dump --lock e2e-stuck $sg1 $d2 $byid 2>&1); rc=$?
+  echo "$out" | sed 's/^/   | /'
+  row "$out" holder 3/3 0/3; ok=$?
+  [ $rc = 0 ] && [ $ok = 0 ] && echo "$out" | grep -qE '^e2e-stuck +holder +EX +3/3 .*holds it \(majority\)'
+  check "idm dump $sg1 $d2 $byid shows holder holding e2e-stuck on 3/3 drives" $? "$out"
+  out=$(/root/idm dump $d1 $sg1 2>&1)
+  [ $? = 0 ] && echo "$out" | grep -q "^== $sg1: the same drive as $d1, read and counted once"
+  check "idm dump $d1 $sg1 reads the one drive once" $? "$out"
+  out=$(/root/idm cmd $d1 break --lock e2e-stuck --host admin --timeout 2000 2>&1); rc=$?
+  after=$(/root/idm dump --lock e2e-stuck $d1 2>&1)
+  [ $rc != 0 ] && echo "$after" | grep -qE '^e2e-stuck +holder +locked'
+  check "idm cmd break while the holder's lease runs is refused (exit $rc: $out)" $? "$after"
+  # Wait (bounded) for the lease to run out on every drive.
+  i=0
+  while :; do
+    out=$(/root/idm dump --lock e2e-stuck $idm_disks 2>&1)
+    row "$out" holder 0/3 3/3 && break
+    i=$((i + 1)); [ $i -gt 60 ] && break
+    sleep 0.5
+  done
+  row "$out" holder 0/3 3/3
+  check "the holder's lease lapsed: expired on 3/3" $? "$out"
+  ok=0
+  for d in $idm_disks; do
+    out=$(/root/idm cmd $d break --lock e2e-stuck --host admin 2>&1)
+    [ "$out" = granted ] || { ok=1; echo "      $d: $out"; }
+  done
+  out=$(/root/idm dump --lock e2e-stuck $idm_disks 2>&1)
+  [ $ok = 0 ] && row "$out" admin 3/3 0/3 && ! echo "$out" | grep -qE '^e2e-stuck +holder '
+  check "idm cmd break after the lease lapsed: admin took it over on 3/3, holder gone" $? "$out"
+  ok=0
+  for d in $idm_disks; do
+    out=$(/root/idm cmd $d unlock --lock e2e-stuck --host admin 2>&1)
+    [ "$out" = released ] || { ok=1; echo "      unlock $d: $out"; }
+    out=$(/root/idm cmd $d destroy --lock e2e-stuck 2>&1)
+    [ "$out" = destroyed ] || { ok=1; echo "      destroy $d: $out"; }
+  done
+  out=$(/root/idm dump --lock e2e-stuck $idm_disks 2>&1)
+  [ $ok = 0 ] && echo "$out" | grep -q "^lock e2e-stuck: on none of the drives read"
+  check "idm cmd unlock and destroy: the entry is gone from every drive" $? "$out"
+  out=$(/root/idm lock --host newcomer --lock e2e-stuck --no-wait $idm_disks 2>&1)
+  check "a new host gets e2e-stuck at once" $? "$out"
+  for dev in $plain /dev/nvme0n1; do
+    out=$(/root/idm dump $dev 2>&1); rc=$?
+    [ $rc = 2 ] && echo "$out" | grep -q "not an IDM drive"
+    check "idm dump $dev (no IDM drive) says so, exit 2: $out" $?
+  done
+  out=$(/root/idm cmd $plain_sg break --lock e2e-stuck --host admin 2>&1); rc=$?
+  [ $rc = 2 ] && echo "$out" | grep -q "not an IDM drive"
+  check "idm cmd $plain_sg break (no IDM drive) says so, exit 2: $out" $?
+  exit 0
+  ;;
 *)
   # Try without waiting (a few times: two hosts starting at the same instant can
   # split the drives and both see "busy" once). A grant: this host is the first
@@ -90,8 +182,8 @@ while read -r lib; do
   libs+=(--file "$(readlink -f "$lib"):$lib")
 done < <(ldd "$idm" | awk '/=> \//{print $3} /^[ \t]*\/lib64\//{print $1}' | sort -u)
 
-guest() { # NAME ROLE
-  local args=(--virtio-scsi --timeout 240 --file "$idm:/root/idm" "${libs[@]}"
+guest() { # NAME ROLE [guest-run ARGS...]
+  local args=(--virtio-scsi --timeout 240 --file "$idm:/root/idm" "${libs[@]}" "${@:3}"
     --qemu-arg -iscsi --qemu-arg "initiator-name=iqn.2026-11.org.idm-engine:guest-$1")
   for d in 0 1 2; do
     args+=(--qemu-arg -drive --qemu-arg
@@ -134,6 +226,21 @@ if [ "$ra" = 0 ] && [ "$rb" = 0 ] && [ "$firsts" = 1 ] && [ "$takeovers" = 1 ] &
 else
   echo "   FAILED (exits $ra/$rb, first winners $firsts, takeovers $takeovers)"
   tail -n 20 "$work/a.log" "$work/b.log"; fail=1
+fi
+
+echo "== 3. idm dump / idm cmd on the guest's devices: a stuck lock found and freed, plain disks refused"
+set +e
+guest admin admin --scsi-debug --nvme >"$work/admin.log" 2>&1
+rc=$?
+set -e
+grep -E '^(guest|PASS|FAIL|      |   \|)' "$work/admin.log" | sed 's/^/   /' || true
+passes=$(grep -c '^PASS' "$work/admin.log" || true)
+fails=$(grep -c '^FAIL' "$work/admin.log" || true)
+if [ "$rc" = 0 ] && [ "$passes" = 11 ] && [ "$fails" = 0 ]; then
+  echo "   ok: $passes checks passed"
+else
+  echo "   FAILED (exit $rc, $passes passed, $fails failed, 11 expected)"
+  tail -n 30 "$work/admin.log"; fail=1
 fi
 
 echo "-- simulator table of sim0 after the runs"

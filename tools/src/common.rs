@@ -1,15 +1,11 @@
-//! Helpers the subcommands share: the simulator address, a driver with one
-//! simulated drive, errno names, table printing.
+//! Helpers the subcommands share: the simulator address, errno names, table
+//! printing. Opening drives for single commands is [`crate::drives`].
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use idm_sim::server::table_entry;
-use idm_sim::transport::sim::SimTransport;
 use idm_sim::{ListenAddr, TableEntry};
 use uring_sg::codec::{DriveError, Record};
-use uring_sg::driver::Driver;
-use uring_sg::transport::Request;
 
 /// Default simulator address when neither `--sim`/`--listen` nor `IDM_SIM` is given.
 pub const DEFAULT_SIM: &str = "unix:/tmp/idm-sim.sock";
@@ -28,33 +24,6 @@ pub fn parse_addr(s: &str) -> Result<ListenAddr, String> {
     s.parse::<ListenAddr>().map_err(|e| e.to_string())
 }
 
-/// A driver running one simulated drive.
-pub fn open(sim: &str, client: &str, drive: &str) -> Result<(Driver, usize), String> {
-    let addr = parse_addr(sim)?;
-    let t = SimTransport::connect(&addr, client, drive)
-        .map_err(|e| format!("cannot reach drive `{drive}` at {addr}: {e}"))?;
-    let mut d = Driver::new(16).map_err(|e| format!("cannot set up io_uring: {e}"))?;
-    let i = d.add(Box::new(t));
-    Ok((d, i))
-}
-
-/// Reads the whole table of the drive (count, then that many records).
-pub fn read_table(d: &mut Driver, i: usize, timeout: Duration) -> Result<Vec<Record>, String> {
-    let r = d
-        .call(i, &Request::ReadCount, timeout)
-        .map_err(|e| e.to_string())?;
-    r.result.map_err(describe)?;
-    let n = uring_sg::codec::decode_table_count(&r.data).map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let r = d
-        .call(i, &Request::ReadTable { records: n as u32 }, timeout)
-        .map_err(|e| e.to_string())?;
-    r.result.map_err(describe)?;
-    Record::decode_table(&r.data).map_err(|e| format!("table does not decode: {e}"))
-}
-
 /// The symbolic name of a (positive) errno.
 pub fn errno_name(e: i32) -> &'static str {
     match e {
@@ -63,6 +32,7 @@ pub fn errno_name(e: i32) -> &'static str {
         5 => "EIO",
         11 => "EAGAIN",
         12 => "ENOMEM",
+        13 => "EACCES",
         16 => "EBUSY",
         19 => "ENODEV",
         22 => "EINVAL",

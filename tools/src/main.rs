@@ -17,6 +17,7 @@ mod cmd;
 mod common;
 mod demo;
 mod doctor;
+mod drives;
 mod dump;
 mod fault;
 mod lock;
@@ -50,9 +51,11 @@ enum Command {
     Sim(sim::Args),
     /// Inject or heal a fault on a simulated drive.
     Fault(fault::Args),
-    /// Send one IDM command to a simulated drive and print the decoded answer.
+    /// Send one IDM command to a drive (a device, or a simulated drive with
+    /// --sim) and print the decoded answer: break, unlock, destroy a stuck lock.
     Cmd(cmd::Args),
-    /// Print a simulated drive's mutex table.
+    /// Print drives' mutex tables (devices, or simulated drives with --sim) and
+    /// which hosts hold which lock across them.
     Dump(dump::Args),
 }
 
