@@ -337,9 +337,9 @@ impl Baseline {
         }
     }
 
-    /// Other hosts holding `id` (maximum over drives), by two round trips per
-    /// drive: the record count, then the records.
-    pub fn host_count(&self, id: LockId, drives: &[String]) -> Result<u32, BaselineError> {
+    /// Every drive's table, by two round trips per drive (the record count, then
+    /// the records); `None` for a drive that failed.
+    fn tables(&self, drives: &[String]) -> Result<Vec<Option<Vec<Record>>>, BaselineError> {
         let counts = self.all(drives, |_| Request::ReadCount)?;
         let counts: Vec<u32> = counts
             .iter()
@@ -351,12 +351,20 @@ impl Baseline {
         let tables = self.all(drives, |i| Request::ReadTable {
             records: counts[i].max(1),
         })?;
+        Ok(tables
+            .iter()
+            .map(|(r, data)| {
+                r.is_ok()
+                    .then(|| Record::decode_table(data).unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Other hosts holding `id` (maximum over drives), by two round trips per
+    /// drive: the record count, then the records.
+    pub fn host_count(&self, id: LockId, drives: &[String]) -> Result<u32, BaselineError> {
         let mut most = 0;
-        for (r, data) in &tables {
-            if r.is_err() {
-                continue;
-            }
-            let recs = Record::decode_table(data).unwrap_or_default();
+        for recs in self.tables(drives)?.iter().flatten() {
             let n = recs
                 .iter()
                 .filter(|rec| {
@@ -366,6 +374,18 @@ impl Baseline {
                 })
                 .count() as u32;
             most = most.max(n);
+        }
+        Ok(most)
+    }
+
+    /// The LVB of `id` (maximum over the drives that answered), read as the old
+    /// stack read it: the whole table of every drive, two round trips each.
+    pub fn read_lvb(&self, id: LockId, drives: &[String]) -> Result<u64, BaselineError> {
+        let mut most = 0;
+        for recs in self.tables(drives)?.iter().flatten() {
+            for rec in recs.iter().filter(|rec| rec.lock_id == id) {
+                most = most.max(rec.lvb.to_u64());
+            }
         }
         Ok(most)
     }
@@ -413,6 +433,7 @@ mod tests {
             })
         ));
         assert_eq!(b.host_count(id, &drives).unwrap(), 1);
+        assert_eq!(b.read_lvb(id, &drives).unwrap(), 0);
         a.renew(id, Mode::Exclusive, &drives).unwrap();
         a.unlock(id, Mode::Exclusive, &drives).unwrap();
         // Released and destroyed: B takes it at once.

@@ -37,6 +37,9 @@ pub struct LatRow {
     pub lock_unlock: Summary,
     /// The lock alone.
     pub lock: Summary,
+    /// Mode `lvb` only: the LVB read right after the lock, alone (the row's
+    /// `lock_unlock` is then lock + read LVB, lvmlockd's pattern for a VG lock).
+    pub read_lvb: Option<Summary>,
 }
 
 const IDS: usize = 64;
@@ -88,6 +91,80 @@ fn baseline_run(
         rec(&mut both, t0.elapsed());
     }
     Ok((both, lock))
+}
+
+/// Lock EX, read the LVB, unlock, as lvmlockd does for a VG lock: histograms of
+/// lock + read, the lock alone, the read alone. Every lock ID's LVB is read once
+/// before measuring (the engine then prefetches it after each acquire).
+fn engine_lvb_run(rig: &Rig, budget: &mut Budget) -> Result<[Histogram<u64>; 3], BenchError> {
+    let ls = rig.engine.lockspace(LockspaceConfig::new("lvb"))?;
+    let opts = LockOptions::default();
+    for i in 0..IDS {
+        let id = lock_id("lvb", i);
+        ls.lock(id, Mode::Exclusive, &rig.drives, opts)?;
+        ls.read_lvb(id)?;
+        ls.unlock(id)?;
+    }
+    let (mut both, mut lock, mut read) = (hist(), hist(), hist());
+    let mut i = 0;
+    while budget.next() {
+        let id = lock_id("lvb", i % IDS);
+        i += 1;
+        let t0 = std::time::Instant::now();
+        ls.lock(id, Mode::Exclusive, &rig.drives, opts)?;
+        let t1 = std::time::Instant::now();
+        ls.read_lvb(id)?;
+        let t2 = std::time::Instant::now();
+        ls.unlock(id)?;
+        rec(&mut lock, t1 - t0);
+        rec(&mut read, t2 - t1);
+        rec(&mut both, t2 - t0);
+    }
+    ls.close(true);
+    Ok([both, lock, read])
+}
+
+/// [`engine_lvb_run`] with the old stack's algorithm.
+fn baseline_lvb_run(
+    bl: &Baseline,
+    drives: &[String],
+    budget: &mut Budget,
+) -> Result<[Histogram<u64>; 3], BenchError> {
+    let (mut both, mut lock, mut read) = (hist(), hist(), hist());
+    let mut i = 0;
+    while budget.next() {
+        let id = lock_id("bl-lvb", i % IDS);
+        i += 1;
+        let t0 = std::time::Instant::now();
+        bl.lock(id, Mode::Exclusive, drives, Duration::from_secs(5))?;
+        let t1 = std::time::Instant::now();
+        bl.read_lvb(id, drives)?;
+        let t2 = std::time::Instant::now();
+        bl.unlock(id, Mode::Exclusive, drives)?;
+        rec(&mut lock, t1 - t0);
+        rec(&mut read, t2 - t1);
+        rec(&mut both, t2 - t0);
+    }
+    Ok([both, lock, read])
+}
+
+fn lvb_row(
+    model: &'static str,
+    drives: usize,
+    side: Side,
+    both: Histogram<u64>,
+    lock: Histogram<u64>,
+    read: Histogram<u64>,
+) -> LatRow {
+    LatRow {
+        model,
+        drives,
+        mode: "lvb".into(),
+        side,
+        lock_unlock: Summary::of(&both),
+        lock: Summary::of(&lock),
+        read_lvb: Some(Summary::of(&read)),
+    }
 }
 
 /// Host-count queries (a table read on every drive) of a lock the baseline
@@ -157,6 +234,7 @@ pub fn run(opts: &Opts, models: &[Model], pb: &ProgressBar) -> Result<Vec<LatRow
                         side,
                         lock_unlock: Summary::of(&both),
                         lock: Summary::of(&lock),
+                        read_lvb: None,
                     })
                 };
                 let r = engine_run(&rig, mode, &mut Budget::new(eng_budget, min, max))?;
@@ -169,6 +247,14 @@ pub fn run(opts: &Opts, models: &[Model], pb: &ProgressBar) -> Result<Vec<LatRow
                 )?;
                 row(Side::Baseline, r);
             }
+            if n == 3 || n == 8 {
+                let [both, lock, read] =
+                    engine_lvb_run(&rig, &mut Budget::new(eng_budget, min, max))?;
+                rows.push(lvb_row(m.name, n, Side::EngineSocket, both, lock, read));
+                let [both, lock, read] =
+                    baseline_lvb_run(&bl, &rig.drives, &mut Budget::new(bl_budget, min / 2, max))?;
+                rows.push(lvb_row(m.name, n, Side::Baseline, both, lock, read));
+            }
             if n == 8 {
                 // The table read: host count of a lock held by another host.
                 let (e, b) = count_run(&rig, &bl, eng_budget, min, max)?;
@@ -180,6 +266,7 @@ pub fn run(opts: &Opts, models: &[Model], pb: &ProgressBar) -> Result<Vec<LatRow
                         side,
                         lock_unlock: Summary::of(&h),
                         lock: Summary::of(&h),
+                        read_lvb: None,
                     });
                 }
             }
@@ -195,7 +282,13 @@ pub fn run(opts: &Opts, models: &[Model], pb: &ProgressBar) -> Result<Vec<LatRow
                     side: Side::EngineInProc,
                     lock_unlock: Summary::of(&both),
                     lock: Summary::of(&lock),
+                    read_lvb: None,
                 });
+            }
+            if n == 3 || n == 8 {
+                let [both, lock, read] =
+                    engine_lvb_run(&rig, &mut Budget::new(eng_budget, min, max))?;
+                rows.push(lvb_row(m.name, n, Side::EngineInProc, both, lock, read));
             }
             pb.inc(1);
         }

@@ -127,6 +127,20 @@ impl Report {
                     );
                 }
             }
+            for n in [3, 8] {
+                if let (Some(e), Some(b)) = (
+                    lat(self, Side::EngineSocket, model, n, "lvb"),
+                    lat(self, Side::Baseline, model, n, "lvb"),
+                ) {
+                    push(
+                        format!("lock + read LVB p50, {n} drives, {model} latency"),
+                        e.lock_unlock.p50_us,
+                        b.lock_unlock.p50_us,
+                        "µs",
+                        true,
+                    );
+                }
+            }
             if let (Some(e), Some(b)) = (
                 lat(self, Side::EngineSocket, model, 8, "count"),
                 lat(self, Side::Baseline, model, 8, "count"),
@@ -318,7 +332,10 @@ impl Report {
             );
         }
         if !self.latency.is_empty() {
-            let _ = writeln!(s, "\n== 1. lock+unlock latency vs drive count (µs) ==");
+            let _ = writeln!(
+                s,
+                "\n== 1. lock+unlock latency vs drive count (µs; mode lvb: lock + read LVB, mode count: host count) =="
+            );
             let _ = writeln!(
                 s,
                 "{:<6} {:>4} {:<3} {:<15} {:>7} {:>10} {:>10} {:>10} {:>10}",
@@ -338,6 +355,13 @@ impl Report {
                     r.lock_unlock.p999_us,
                     r.lock.p50_us
                 );
+                if let Some(read) = &r.read_lvb {
+                    let _ = writeln!(
+                        s,
+                        "{:<6} {:>4} {:<3} {:<15} the LVB read after the lock: p50 {:.1}, p99 {:.1} (lock p50 {:.1}, p99 {:.1})",
+                        "", "", "", "", read.p50_us, read.p99_us, r.lock.p50_us, r.lock.p99_us
+                    );
+                }
             }
         }
         if !self.throughput.is_empty() {

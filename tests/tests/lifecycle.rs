@@ -71,6 +71,8 @@ struct World {
     next_cmd: u64,
     aborted: HashSet<(usize, u64)>,
     next_serial: u64,
+    /// Commands the drives executed.
+    execs: u64,
 }
 
 fn policy(lease: Nanos) -> LeasePolicy {
@@ -122,6 +124,7 @@ impl World {
             next_cmd: 0,
             aborted: HashSet::new(),
             next_serial: 0,
+            execs: 0,
         }
     }
 
@@ -220,6 +223,7 @@ impl World {
                 if self.aborted.remove(&(h, cmd)) {
                     return;
                 }
+                self.execs += 1;
                 if let (Some(reply), Some(l)) = (
                     self.drives[drive].execute(self.t, &req),
                     self.latency[drive],
@@ -452,4 +456,59 @@ fn sim_lockspace_flags() {
     assert!(!l.is_fenced());
     assert!(l.mark_fenced());
     assert!(!l.mark_fenced());
+}
+
+/// lvmlockd reads the LVB right after every VG lock (issue #13: the read was
+/// slower than the lock). Once a lock's LVB was read, the table reads it by
+/// itself after each acquire; the caller's read is then answered without a
+/// drive command, with the value the last release stored.
+#[test]
+fn an_lvb_read_after_a_lock_is_answered_from_the_prefetch() {
+    let lat = Some(Nanos::from_micros(100));
+    let mut w = World::new(
+        vec![lat, lat, lat],
+        2,
+        Nanos::from_secs(3),
+        Nanos::from_secs(5),
+    );
+    // First hold: the read goes to the drives (nothing learned yet).
+    let req = w.acquire(Mode::Exclusive, Nanos::from_secs(5));
+    let s = w.request(0, "vg0", req);
+    assert!(ok(&w.answer(0, s, Nanos::from_secs(1)).1));
+    let s = w.request(0, "vg0", LockRequest::ReadLvb);
+    let (took, r) = w.answer(0, s, Nanos::from_secs(1));
+    assert_eq!(r, Ok(OpOutput::Lvb(Lvb::from_u64(0))));
+    assert!(
+        took >= Nanos::from_micros(200),
+        "a drive round trip: {took:?}"
+    );
+    let s = w.request(0, "vg0", LockRequest::WriteLvb(Lvb::from_u64(5)));
+    assert!(ok(&w.answer(0, s, MS).1));
+    let s = w.request(0, "vg0", LockRequest::Release);
+    assert!(ok(&w.answer(0, s, Nanos::from_secs(1)).1));
+    // Another host stores 6 meanwhile.
+    let req = w.acquire(Mode::Exclusive, Nanos::from_secs(5));
+    let s = w.request(1, "vg0", req);
+    assert!(ok(&w.answer(1, s, Nanos::from_secs(1)).1));
+    let s = w.request(1, "vg0", LockRequest::WriteLvb(Lvb::from_u64(6)));
+    assert!(ok(&w.answer(1, s, MS).1));
+    let s = w.request(1, "vg0", LockRequest::Release);
+    assert!(ok(&w.answer(1, s, Nanos::from_secs(1)).1));
+    w.run_until(w.t + MS);
+    // Second hold of host 0: the prefetch runs right after the grant.
+    let req = w.acquire(Mode::Shared, Nanos::from_secs(5));
+    let s = w.request(0, "vg0", req);
+    assert!(ok(&w.answer(0, s, Nanos::from_secs(1)).1));
+    w.run_until(w.t + MS);
+    let before = w.execs;
+    let s = w.request(0, "vg0", LockRequest::ReadLvb);
+    let (took, r) = w.answer(0, s, MS);
+    assert_eq!(r, Ok(OpOutput::Lvb(Lvb::from_u64(6))));
+    assert_eq!(took, Nanos::ZERO, "answered from the prefetch");
+    assert_eq!(w.execs, before, "no drive command for the read");
+    // After the release the value is not trusted any more: not held.
+    let s = w.request(0, "vg0", LockRequest::Release);
+    assert!(ok(&w.answer(0, s, Nanos::from_secs(1)).1));
+    let s = w.request(0, "vg0", LockRequest::ReadLvb);
+    assert!(matches!(w.answer(0, s, MS).1, Err(EngineError::NotHeld)));
 }

@@ -6,7 +6,7 @@
 //! renewed, when a lockspace is fenced, when a caller is answered, what happens to
 //! replies that arrive after their caller was answered, which drives are
 //! unresponsive, and how long each drive command may take. The reactor
-//! ([`crate::reactor`]) feeds it requests, replies and the clock and executes what
+//! (the crate's private `reactor` module) feeds it requests, replies and the clock and executes what
 //! it returns; the deterministic simulation (`idm-tests`) drives **this same
 //! table** in virtual time. Nothing here reads a clock, does I/O or allocates per
 //! drive command once its slabs have grown.
@@ -60,6 +60,22 @@
 //!   LVB, no re-trylock. Its caller gets [`EngineError::Fenced`] (or
 //!   [`LockError::LeaseLost`]) after the unlocks, never success.
 
+//! - **LVB prefetch.** lvmlockd reads the LVB right after every VG lock. A lock
+//!   whose LVB a holder of this lockspace read before (at most
+//!   [`MAX_LVB_READERS`] lock IDs are remembered per lockspace) gets a read of
+//!   its LVB started by the table as soon as an acquire reports success: each
+//!   drive's read goes out once that drive answered the trylock (per-drive
+//!   order), so the read mostly overlaps the caller's own turnaround. The
+//!   value of any successful read is kept while the lock stays held, and a
+//!   caller's read of a held lock is answered from it without drive commands.
+//!   That is sound because nobody can store an LVB while this host holds the
+//!   lock on a majority: stores happen only with an unlock, by a holder (an
+//!   exclusive one: lvmlockd writes the LVB under EX only; a value another
+//!   **shared** holder stores with its unlock is not seen until the next
+//!   acquire, as with a DLM value block, which is read at grant time). The
+//!   value is dropped when an acquire or release starts, and not used once the
+//!   lease lapsed. A release detaches a running prefetch, as it does a renewal.
+
 pub mod health;
 mod late;
 mod lease;
@@ -107,6 +123,10 @@ pub const MIN_TABLE_HINT: u32 = 16;
 /// The shortest timeout an acquire's command gets from its deadline (the
 /// configured command timeout and the lease still bound it).
 pub const ACQUIRE_COMMAND_FLOOR: Nanos = Nanos::from_millis(100);
+
+/// Lock IDs per lockspace whose LVB is prefetched after an acquire (the first ones
+/// read; lvmlockd reads the LVB of the global lock and of each VG lock).
+pub const MAX_LVB_READERS: usize = 4096;
 
 /// The shortest timeout any command gets.
 pub const MIN_COMMAND_TIMEOUT: Nanos = Nanos::from_millis(1);
@@ -371,6 +391,8 @@ struct Lock<C> {
     held: bool,
     claimed: bool,
     query_only: bool,
+    /// The LVB a read (caller's or prefetch) returned during the current hold.
+    lvb_seen: Option<uring_sg::Lvb>,
 }
 
 impl<C> Lock<C> {
@@ -387,6 +409,8 @@ impl<C> Lock<C> {
 struct LsEntry<L> {
     ctl: L,
     info: LockspaceInfo,
+    /// Locks whose LVB a holder read: prefetched after each acquire.
+    lvb_readers: std::collections::HashSet<LockId>,
 }
 
 /// The per-lock lifecycle of one reactor (or one simulated host). See the module
@@ -448,7 +472,14 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
 
     /// Registers a lockspace.
     pub fn add_lockspace(&mut self, ls: LockspaceId, ctl: L, info: LockspaceInfo) {
-        self.lockspaces.insert(ls, LsEntry { ctl, info });
+        self.lockspaces.insert(
+            ls,
+            LsEntry {
+                ctl,
+                info,
+                lvb_readers: std::collections::HashSet::new(),
+            },
+        );
     }
 
     /// The lockspace's handle.
@@ -723,6 +754,13 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                 _ => answer(out, caller, Err(EngineError::NotHeld)),
             },
             LockRequest::Release | LockRequest::Convert { .. } | LockRequest::ReadLvb => {
+                if matches!(req, LockRequest::ReadLvb) {
+                    if let Some(lse) = self.lockspaces.get_mut(&ls) {
+                        if lse.lvb_readers.len() < MAX_LVB_READERS {
+                            lse.lvb_readers.insert(lock);
+                        }
+                    }
+                }
                 match self.index.get(&(ls, lock)) {
                     Some(&k) if self.locks[k].claimed => {
                         let work = if matches!(req, LockRequest::Release) {
@@ -732,9 +770,13 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                             e.renew_due = None;
                             // A running renewal no longer matters: detach it (its
                             // replies are absorbed) so the release does not wait.
-                            if e.running.as_ref().is_some_and(|r| r.kind == OpKind::Renew) {
+                            if e.running.as_ref().is_some_and(|r| {
+                                r.kind == OpKind::Renew
+                                    || (r.kind == OpKind::ReadLvb && r.caller.is_none())
+                            }) {
                                 e.running = None;
                             }
+                            e.queue.retain(|q| q.work != Work::PrefetchLvb);
                             // start() decides whether it is a fenced release.
                             Work::Caller(LockRequest::Release)
                         } else {
@@ -817,6 +859,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             held: false,
             claimed: false,
             query_only,
+            lvb_seen: None,
         });
         self.index.insert((ls, lock), k);
         Ok(k)
@@ -914,6 +957,32 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                 self.fence_lock(k, out);
             }
         }
+        if matches!(work, Work::Caller(LockRequest::ReadLvb) | Work::PrefetchLvb) {
+            let e = &self.locks[k];
+            if let Some(v) = e.lvb_seen.filter(|_| e.held && !self.lapsed(k, now.mono)) {
+                if let Some(c) = caller {
+                    let latency = now.mono - started;
+                    out.events.push(Event::OpDone {
+                        lock: e.id,
+                        kind: OpKind::ReadLvb,
+                        ok: true,
+                        latency,
+                    });
+                    out.answers.push(Answer {
+                        caller: c,
+                        kind: Some(OpKind::ReadLvb),
+                        result: Ok(OpOutput::Lvb(v)),
+                        latency,
+                    });
+                }
+                self.advance(now, k, out);
+                return;
+            }
+            if matches!(work, Work::PrefetchLvb) && !e.held {
+                self.advance(now, k, out);
+                return;
+            }
+        }
         let Some(op) = build(&work) else {
             if let Some(c) = caller {
                 out.answers.push(Answer {
@@ -939,6 +1008,9 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             kind,
             renewal_waiting,
         });
+        if matches!(kind, OpKind::Acquire | OpKind::Release) {
+            e.lvb_seen = None;
+        }
         if kind == OpKind::Release {
             // The protocol stops trusting the lease the moment a release starts
             // (it clears the lock state): no renewal, no fencing check from here.
@@ -1260,12 +1332,20 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             _ => {}
         }
         let e = &mut self.locks[k];
-        out.events.push(Event::OpDone {
-            lock: e.id,
-            kind,
-            ok: result.is_ok(),
-            latency: now.mono - r.started,
-        });
+        if let Ok(OpOutput::Lvb(v)) = &result {
+            if e.held {
+                e.lvb_seen = Some(*v);
+            }
+        }
+        let prefetch = kind == OpKind::ReadLvb && r.caller.is_none();
+        if !prefetch {
+            out.events.push(Event::OpDone {
+                lock: e.id,
+                kind,
+                ok: result.is_ok(),
+                latency: now.mono - r.started,
+            });
+        }
         if let Some(c) = r.caller.take() {
             out.answers.push(Answer {
                 caller: c,
@@ -1285,6 +1365,24 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
         }
         if fence {
             self.fence_lock(k, out);
+        }
+        if kind == OpKind::Acquire && self.locks[k].held {
+            let e = &self.locks[k];
+            let wanted = self
+                .lockspaces
+                .get(&e.ls)
+                .is_some_and(|l| l.lvb_readers.contains(&e.id));
+            if wanted
+                && e.queue
+                    .iter()
+                    .all(|q| q.work != Work::Caller(LockRequest::Release))
+            {
+                self.locks[k].queue.push_front(Queued {
+                    work: Work::PrefetchLvb,
+                    caller: None,
+                    received: now.mono,
+                });
+            }
         }
         let e = &self.locks[k];
         if e.held && matches!(kind, OpKind::Acquire | OpKind::Renew | OpKind::Convert) {

@@ -69,6 +69,10 @@ pub(crate) enum Work {
     /// A release after which the lockspace must not store anything: no LVB, no
     /// re-trylock (the lease lapsed or the lockspace was fenced).
     FencedRelease,
+    /// A read of the LVB nobody asked for yet, right after an acquire of a lock
+    /// whose LVB its holders read (see "LVB prefetch" in the module docs of
+    /// `locks`).
+    PrefetchLvb,
 }
 
 impl Work {
@@ -78,6 +82,7 @@ impl Work {
             Work::Caller(r) => r.kind(),
             Work::Renew => Some(OpKind::Renew),
             Work::FencedRelease => Some(OpKind::Release),
+            Work::PrefetchLvb => Some(OpKind::ReadLvb),
         }
     }
 }
@@ -106,7 +111,7 @@ pub(crate) fn build(work: &Work) -> Option<Box<dyn DynOp>> {
         Work::Caller(LockRequest::Convert { mode }) => {
             Erased::boxed(Convert::new(*mode), OpKind::Convert, |()| OpOutput::Done)
         }
-        Work::Caller(LockRequest::ReadLvb) => {
+        Work::Caller(LockRequest::ReadLvb) | Work::PrefetchLvb => {
             Erased::boxed(ReadLvb::new(), OpKind::ReadLvb, OpOutput::Lvb)
         }
         Work::Caller(LockRequest::HostCount { .. }) => {
