@@ -93,7 +93,7 @@ impl Operation for ReadLvb {
             return;
         }
         self.tally = Some(Tally::new(st.spec.n_drives));
-        self.scan = TableScan::start(st.spec.n_drives, st.table_hint(), a);
+        self.scan = TableScan::start(st.spec.n_drives, st.table_hint(), st.spec.lock_id, a);
     }
 
     fn on_reply(

@@ -60,7 +60,7 @@ struct Scan {
 
 impl Scan {
     fn start(&mut self, now: Now, st: &LockState, a: &mut Actions) {
-        self.scan = TableScan::start(st.spec.n_drives, st.table_hint(), a);
+        self.scan = TableScan::start(st.spec.n_drives, st.table_hint(), st.spec.lock_id, a);
         self.done = self.scan.idle();
         self.started = now.mono;
         self.n = st.spec.n_drives;

@@ -187,7 +187,7 @@ impl Operation for Release {
                     };
                     a.send(drive, st.unlock_request(class, None, now));
                 } else {
-                    let read = TableRead::new(st.table_hint());
+                    let read = TableRead::of_lock(st.table_hint(), st.spec.lock_id);
                     self.steps[drive as usize] = Step::Check { class, read };
                     a.send(drive, read.request());
                 }

@@ -44,6 +44,8 @@ pub enum TableStep {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct TableRead {
     records: u32,
+    /// Keep only this lock's records (`None`: all, for the clean-up).
+    only: Option<LockId>,
 }
 
 impl TableRead {
@@ -51,6 +53,16 @@ impl TableRead {
     pub fn new(hint: u32) -> TableRead {
         TableRead {
             records: hint.clamp(1, MAX_TABLE_RECORDS),
+            only: None,
+        }
+    }
+
+    /// A read that returns only the records of `lock` (the others are skipped
+    /// undecoded).
+    pub fn of_lock(hint: u32, lock: LockId) -> TableRead {
+        TableRead {
+            only: Some(lock),
+            ..TableRead::new(hint)
         }
     }
 
@@ -77,7 +89,7 @@ impl TableRead {
             self.records = self.records.saturating_mul(2).min(MAX_TABLE_RECORDS);
             return TableStep::Send(self.request());
         }
-        match Record::decode_table(data) {
+        match Record::decode_table_matching(data, self.only.as_ref()) {
             Ok(recs) => TableStep::Done(recs),
             Err(_) => TableStep::Failed(DriveError::Malformed),
         }
@@ -188,9 +200,10 @@ pub struct TableScan {
 }
 
 impl TableScan {
-    /// Starts a read of `n` drives, each asking first for `hint` records.
-    pub fn start(n: u16, hint: u32, a: &mut Actions) -> TableScan {
-        let read = TableRead::new(hint);
+    /// Starts a read of `n` drives, each asking first for `hint` records and
+    /// returning the records of `lock` only.
+    pub fn start(n: u16, hint: u32, lock: LockId, a: &mut Actions) -> TableScan {
+        let read = TableRead::of_lock(hint, lock);
         for d in 0..n {
             a.send(d, read.request());
         }

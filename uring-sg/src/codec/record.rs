@@ -163,8 +163,28 @@ impl Record {
     /// than the read returns zero-filled records past its end, IDM.md §3). Stops at
     /// the first record that does not decode and returns that error.
     pub fn decode_table(buf: &[u8]) -> Result<Vec<Record>, DecodeError> {
-        let mut out = Vec::with_capacity(buf.len() / RECORD_LEN);
+        Record::decode_table_matching(buf, None)
+    }
+
+    /// [`Record::decode_table`] keeping only the records of `only` (all when
+    /// `None`): the other records' lock IDs are compared on the wire and never
+    /// decoded (nor checked), which makes one lock's read of a large table cheap.
+    pub fn decode_table_matching(
+        buf: &[u8],
+        only: Option<&LockId>,
+    ) -> Result<Vec<Record>, DecodeError> {
+        let wire = only.map(|id| {
+            let mut w = [0u8; 64];
+            put_reversed(&mut w, &id.0);
+            w
+        });
+        let mut out = Vec::new();
         for block in buf.chunks_exact(RECORD_LEN) {
+            if let Some(w) = &wire {
+                if block[OFF_LOCK_ID..OFF_LOCK_ID + 64] != w[..] {
+                    continue;
+                }
+            }
             if block.iter().all(|&b| b == 0) {
                 continue;
             }
@@ -295,6 +315,25 @@ mod tests {
         let mut buf = vec![0u8; 3 * RECORD_LEN];
         buf[..RECORD_LEN].copy_from_slice(&sample().encode());
         assert_eq!(Record::decode_table(&buf).unwrap(), vec![sample()]);
+    }
+
+    #[test]
+    fn table_of_one_lock_skips_the_others_undecoded() {
+        let mut other = sample();
+        other.lock_id = LockId::from_slice(b"other").unwrap();
+        let mut buf = vec![0u8; 4 * RECORD_LEN];
+        buf[..RECORD_LEN].copy_from_slice(&other.encode());
+        buf[RECORD_LEN..2 * RECORD_LEN].copy_from_slice(&sample().encode());
+        // A block that would not decode (class 7), of neither lock.
+        buf[2 * RECORD_LEN..3 * RECORD_LEN].fill(7);
+        let mine = sample().lock_id;
+        let got = Record::decode_table_matching(&buf, Some(&mine)).unwrap();
+        assert_eq!(got, vec![sample()]);
+        let none = LockId::from_slice(b"none").unwrap();
+        assert!(Record::decode_table_matching(&buf, Some(&none))
+            .unwrap()
+            .is_empty());
+        assert!(Record::decode_table(&buf).is_err());
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {
