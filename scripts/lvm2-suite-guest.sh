@@ -34,7 +34,7 @@ mkdir -p /etc/iscsi
 for ((d = 0; d < n; d++)); do # one login at a time: sim0, sim1, ... become sda, sdb, ...
   /root/iscsistart -i iqn.2026-11.org.idm-engine:lvm2-suite -t "iqn.2026-11.org.idm-engine:sim$d" \
     -g 1 -a 10.0.2.2 -p "$IDM_ISCSI_PORT" >/tmp/iscsistart.log 2>&1 ||
-    { echo "guest: iscsistart sim$d failed"; tail -n 20 /tmp/iscsistart.log; exit 2; }
+    { echo "guest: iscsistart sim$d failed"; tail -n 20 /tmp/iscsistart.log | sed 's/^/  | /'; exit 2; }
   for ((i = 0; i < 100; i++)); do
     [ "$(ls /sys/class/scsi_disk 2>/dev/null | wc -l)" -gt "$d" ] && break
     sleep 0.1
@@ -48,7 +48,7 @@ for ((i = 0; ; i++)); do
   for b in "${backing[@]}"; do [ -b "$b" ] || ok=0; done
   [ -e /dev/mapper/control ] || ok=0
   [ $ok = 1 ] && break
-  [ "$i" -gt 300 ] && { echo "guest: disks/partitions did not appear"; cat /proc/partitions; exit 2; }
+  [ "$i" -gt 300 ] && { echo "guest: disks/partitions did not appear"; sed 's/^/  | /' /proc/partitions; exit 2; }
   sleep 0.1
 done
 

@@ -235,8 +235,8 @@ while IFS= read -r l; do
     printf '%s %-24s (%3s s) %s\n' "$st" "$t" "$secs" "$why"
     case $st in PASS) pass=$((pass + 1)) ;; SKIP) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
     ;;
-  \[*) ;;
-  *) echo "   $l" ;;
+  guest:* | "  "*) echo "   $l" ;;
+  *) ;; # the kernel's and lvmlockd's console lines
   esac
 done < <(grep -vE '^guest-run|^$' "$work/guest.log")
 ran=$((pass + fail + skip))
