@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LVM2's own IDM tests (test/shell/ of LVM2 2.03.16) against this project's
-# libseagate_ilm, in one throw-away guest on five simulated IDM drives served
-# over iSCSI by `idm sim` (no IDM hardware is involved anywhere).
+# libseagate_ilm, in throw-away guests, each on five simulated IDM drives of its
+# own served over iSCSI by `idm sim` (no IDM hardware is involved anywhere).
 #
 #   scripts/lvm2-suite.sh
 #
@@ -12,9 +12,11 @@
 #   lvmlockd_failure (LVM_TEST_FAILURE=1)  idm_ilm_failure (LVM_TEST_FAILURE=1)
 #   stress_single_thread (bounded, below)  zz-lvmlockd-idm-remove
 # each under a timeout, the way LVM2's runner runs them (`bash -noprofile -norc
-# shell/TEST.sh` in test/, LVM_TEST_FLAVOUR=udev-lvmlockd-idm). Prints one line
-# per test, PASS/FAIL/SKIP with the reason, and a summary with the counts and the
-# wall time; exit 0 when every test passed.
+# shell/TEST.sh` in test/, LVM_TEST_FLAVOUR=udev-lvmlockd-idm). Two guests run
+# at once: one runs them all but idm_ilm_failure, the other runs idm_ilm_failure
+# between its own prepare and remove (180 s of it are sleeps under injected
+# faults). Prints one line per test run, PASS/FAIL/SKIP with the reason, and a
+# summary with the counts and the wall time; exit 0 when every run passed.
 #
 # How the suite's expectations of a Seagate test host are met:
 #   - drives: LVM_TEST_BACKING_DEVICE=/dev/sda2,...,/dev/sde2. Each drive has a
@@ -106,24 +108,31 @@ cargo build -q -p idm-tools --locked
 idm=$target_dir/debug/idm
 
 work=$(mktemp -d)
-sim_pid=
+sims=()
 cleanup() {
-  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
+  local p
+  for p in "${sims[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$work/disks"
-extra=()
-for ((d = 0; d < ndrives; d++)); do
-  img=$work/disks/sim$d.img
-  truncate -s 40M "$img"
-  sgdisk -o -n 1:2048:4095 -c 1:propeller -n 2:4096:0 -c 2:pv "$img" >/dev/null 2>&1
-  sgdisk -p "$img" 2>/dev/null | grep -q ' propeller$' || { echo "$name: FAIL: could not partition $img" >&2; exit 1; }
-  if [ "$d" -ge 3 ]; then extra+=(--drive "sim$d"); fi # start_iscsi_sim starts sim0..sim2
-done
-start_iscsi_sim "$name" --backing "$work/disks" --lun-size-mib 40 "${extra[@]}"
-echo "$name: simulator pid $sim_pid, $ndrives drives, iSCSI on 127.0.0.1:$port"
+# One simulator (five drives, their data in backing files) per guest.
+declare -A ports=()
+start_sim() { # GUEST
+  local work=$work/$1 d img extra=() # start_iscsi_sim works in $work
+  mkdir -p "$work/disks"
+  for ((d = 0; d < ndrives; d++)); do
+    img=$work/disks/sim$d.img
+    truncate -s 40M "$img"
+    sgdisk -o -n 1:2048:4095 -c 1:propeller -n 2:4096:0 -c 2:pv "$img" >/dev/null 2>&1
+    sgdisk -p "$img" 2>/dev/null | grep -q ' propeller$' || { echo "$name: FAIL: could not partition $img" >&2; exit 1; }
+    if [ "$d" -ge 3 ]; then extra+=(--drive "sim$d"); fi # start_iscsi_sim starts sim0..sim2
+  done
+  start_iscsi_sim "$name" --backing "$work/disks" --lun-size-mib 40 "${extra[@]}"
+  sims+=("$sim_pid")
+  ports[$1]=$port
+  echo "$name: guest $1: simulator pid $sim_pid, $ndrives drives, iSCSI on 127.0.0.1:$port"
+}
 
 # What the guest gets. Files at the paths the build and the tests name, each
 # binary with its shared libraries (big ones without debug sections).
@@ -207,47 +216,77 @@ for m in crc32c_generic dm-mod dm-thin-pool dm-cache dm-cache-smq dm-snapshot dm
 done
 printf '%s\n' "${mods[@]}" >"$work/modules"
 files+=(--file "$work/modules:/root/mod/order")
-{
-  echo '#!/bin/sh'
-  echo "export IDM_LVM_BUILD=$build IDM_DRIVES=$ndrives IDM_ISCSI_PORT=$port"
-  [ -n "${IDM_LOG_LEVEL:-}" ] && echo "export IDM_LOG_LEVEL=$IDM_LOG_LEVEL"
-  [ -n "${IDM_SUITE_TAIL:-}" ] && echo "export IDM_SUITE_TAIL=$IDM_SUITE_TAIL"
-  echo 'exec /usr/bin/bash /root/lvm2-suite-guest "$@"'
-} >"$work/guest"
-chmod +x "$work/guest"
 files+=(--file "$PWD/scripts/lvm2-suite-guest.sh:/root/lvm2-suite-guest")
 
-budget=60
-for spec in "${specs[@]}"; do IFS=: read -r _ to _ <<<"$spec"; budget=$((budget + to + 15)); done
-echo "== LVM2 2.03.16 IDM tests in one guest (${#specs[@]} tests, stress_single_thread $iters iterations)"
-set +e
-"$guest_run" --virtio-scsi --timeout "$budget" --mem 1024 "${files[@]}" \
-  --qemu-arg -netdev --qemu-arg user,id=n0 --qemu-arg -device --qemu-arg virtio-net-pci,netdev=n0 \
-  -- "$work/guest" "${specs[@]}" >"$work/guest.log" 2>&1
-rc=$?
-set -e
-# The guest's own lines (not the kernel's); RESULT lines become the report.
-pass=0 fail=0 skip=0
-while IFS= read -r l; do
-  case $l in
-  "RESULT "*)
-    read -r _ t st secs why <<<"$l"
-    printf '%s %-24s (%3s s) %s\n' "$st" "$t" "$secs" "$why"
-    case $st in PASS) pass=$((pass + 1)) ;; SKIP) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
-    ;;
-  guest:* | "  "*) echo "   $l" ;;
-  *) ;; # the kernel's and lvmlockd's console lines
-  esac
-done < <(grep -vE '^guest-run|^$' "$work/guest.log")
-ran=$((pass + fail + skip))
-if [ $ran -lt ${#specs[@]} ]; then
-  echo "FAIL guest: $ran of ${#specs[@]} tests reported (guest exit $rc)"
-  fail=$((fail + ${#specs[@]} - ran))
-  tail -n 20 "$work/sim.err"
+# Two guests at once, each a host with its own lvmlockd and simulator: "main"
+# runs the tests in the order above except idm_ilm_failure, which runs in
+# "faults" between its own prepare and remove (it sleeps 180 s while faults are
+# injected; alone it would make the run half as long again).
+main=() faults=()
+for spec in "${specs[@]}"; do
+  case ${spec%%:*} in idm_ilm_failure) faults+=("$spec") ;; *) main+=("$spec") ;; esac
+done
+if [ ${#faults[@]} -gt 0 ]; then
+  faults=("${all_tests[0]}" "${faults[@]}" "${all_tests[${#all_tests[@]} - 1]}")
 fi
+guests=()
+[ ${#main[@]} -gt 0 ] && guests+=(main)
+[ ${#faults[@]} -gt 0 ] && guests+=(faults)
+echo "== LVM2 2.03.16 IDM tests in ${#guests[@]} guest(s) at once (stress_single_thread $iters iterations)"
+pids=()
+for g in "${guests[@]}"; do
+  start_sim "$g"
+  {
+    echo '#!/bin/sh'
+    echo "export IDM_LVM_BUILD=$build IDM_DRIVES=$ndrives IDM_ISCSI_PORT=${ports[$g]}"
+    [ -n "${IDM_LOG_LEVEL:-}" ] && echo "export IDM_LOG_LEVEL=$IDM_LOG_LEVEL"
+    [ -n "${IDM_SUITE_TAIL:-}" ] && echo "export IDM_SUITE_TAIL=$IDM_SUITE_TAIL"
+    echo 'exec /usr/bin/bash /root/lvm2-suite-guest "$@"'
+  } >"$work/guest-$g"
+  chmod +x "$work/guest-$g"
+  declare -n list=$g
+  budget=60
+  for spec in "${list[@]}"; do IFS=: read -r _ to _ <<<"$spec"; budget=$((budget + to + 15)); done
+  "$guest_run" --virtio-scsi --timeout "$budget" --mem 1024 "${files[@]}" \
+    --qemu-arg -netdev --qemu-arg user,id=n0 --qemu-arg -device --qemu-arg virtio-net-pci,netdev=n0 \
+    -- "$work/guest-$g" "${list[@]}" >"$work/$g.log" 2>&1 &
+  pids+=($!)
+  unset -n list
+done
+pass=0 fail=0 skip=0 expected=0
+for i in "${!guests[@]}"; do
+  g=${guests[i]}
+  declare -n list=$g
+  set +e
+  wait "${pids[i]}"
+  rc=$?
+  set -e
+  echo "-- guest $g (exit $rc)"
+  # The guest's own lines (not the kernel's); RESULT lines become the report.
+  ran=0
+  while IFS= read -r l; do
+    case $l in
+    "RESULT "*)
+      read -r _ t st secs why <<<"$l"
+      printf '%s %-24s (%3s s) %s\n' "$st" "$t" "$secs" "$why"
+      ran=$((ran + 1))
+      case $st in PASS) pass=$((pass + 1)) ;; SKIP) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
+      ;;
+    guest:* | "  "*) echo "   $l" ;;
+    *) ;; # the kernel's and lvmlockd's console lines
+    esac
+  done < <(grep -vE '^guest-run|^$' "$work/$g.log")
+  expected=$((expected + ${#list[@]}))
+  if [ $ran -lt ${#list[@]} ]; then
+    echo "FAIL guest $g: $ran of ${#list[@]} tests reported"
+    fail=$((fail + ${#list[@]} - ran))
+    tail -n 20 "$work/$g/sim.err"
+  fi
+  unset -n list
+done
 wall=$(($(date +%s) - start))
-summary="$pass passed, $fail failed, $skip skipped of ${#specs[@]} (wall time $wall s, of which build $((built - start)) s)"
-if [ $fail = 0 ] && [ $skip = 0 ]; then
+summary="$pass passed, $fail failed, $skip skipped of $expected test runs (wall time $wall s, of which build $((built - start)) s)"
+if [ $fail = 0 ] && [ $skip = 0 ] && [ $pass -gt 0 ]; then
   echo "$name: PASS: $summary"
   exit 0
 fi

@@ -30,7 +30,8 @@ elif [ -x "$guest_run" ]; then
     scripts/lvm-e2e.sh
     # LVM2's own IDM tests (test/shell: prepare, hello-world, lv-types,
     # lvmlockd_failure, idm_ilm_failure, a bounded stress_single_thread, remove)
-    # in one guest on five simulated drives (about 8 minutes once cached).
+    # in two guests at once, each on five simulated drives of its own (about 5
+    # minutes once cached).
     # IDM_SKIP_LVM2_SUITE=1 skips it.
     if [ "${IDM_SKIP_LVM2_SUITE:-0}" = 1 ]; then
       echo "test.sh: LVM2 test suite run skipped (IDM_SKIP_LVM2_SUITE=1)"
