@@ -36,7 +36,7 @@ for ((d = 0; d < n; d++)); do # one login at a time: sim0, sim1, ... become sda,
     -g 1 -a 10.0.2.2 -p "$IDM_ISCSI_PORT" >/tmp/iscsistart.log 2>&1 ||
     { echo "guest: iscsistart sim$d failed"; tail -n 20 /tmp/iscsistart.log | sed 's/^/  | /'; exit 2; }
   for ((i = 0; i < 100; i++)); do
-    [ "$(ls /sys/class/scsi_disk 2>/dev/null | wc -l)" -gt "$d" ] && break
+    [ "$(find /sys/class/scsi_disk -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)" -gt "$d" ] && break
     sleep 0.1
   done
 done

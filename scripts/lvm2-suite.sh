@@ -109,6 +109,7 @@ idm=$target_dir/debug/idm
 
 work=$(mktemp -d)
 sims=()
+# shellcheck disable=SC2317 # the EXIT trap runs it
 cleanup() {
   local p
   for p in "${sims[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done

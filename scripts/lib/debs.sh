@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the guest scripts: Debian packages unpacked into a cache directory
 # (for binaries a throw-away guest needs and the host may not have installed).
 #
