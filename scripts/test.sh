@@ -42,6 +42,16 @@ elif [ -x "$guest_run" ]; then
     echo "test.sh: LVM2 end-to-end run skipped (IDM_SKIP_LVM=1)"
   else
     scripts/lvm-e2e.sh
+    # LVM2's own IDM tests (test/shell: prepare, hello-world, lv-types,
+    # lvmlockd_failure, idm_ilm_failure, a bounded stress_single_thread, remove)
+    # in two guests at once, each on five simulated drives of its own (about 5
+    # minutes once cached).
+    # IDM_SKIP_LVM2_SUITE=1 skips it.
+    if [ "${IDM_SKIP_LVM2_SUITE:-0}" = 1 ]; then
+      echo "test.sh: LVM2 test suite run skipped (IDM_SKIP_LVM2_SUITE=1)"
+    else
+      scripts/lvm2-suite.sh
+    fi
   fi
   # Watchdog fencing: two guests on the same simulated drives, the holder's with
   # softdog; a SIGSTOPped or killed holder's guest resets before the other gets

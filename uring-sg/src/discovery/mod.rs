@@ -9,7 +9,9 @@
 //! controller node (`/dev/nvmeX`) for NVMe. [`resolve`] walks sysfs:
 //!
 //! 1. the path is canonicalised (links followed) and its name looked up in
-//!    `class/block` (sg and NVMe controller nodes are taken as they are);
+//!    `class/block` (sg and NVMe controller nodes are taken as they are); a
+//!    block node of another name (`/dev/mapper/NAME` made by libdm without
+//!    udev) by its device number in `dev/block/MAJ:MIN`;
 //! 2. a partition goes to its parent disk;
 //! 3. a device-mapper device follows its `slaves/` down to the drives;
 //! 4. a SCSI disk's `device/` gives `scsi_generic/sgN` and `bsg/H:C:T:L`;
@@ -215,11 +217,34 @@ pub fn resolve(roots: &Roots, path: &Path) -> Result<Vec<Drive>, DiscoveryError>
         })?;
         let ns = first_namespace(&ctrl_dir, &name);
         out.push(nvme_drive(roots, path, &ctrl_dir, ns)?);
+    } else if roots.sys.join("class/block").join(&name).exists() {
+        resolve_block(roots, path, &name, 0, &mut out)?;
     } else {
+        // A block node whose name sysfs does not know: device-mapper devices
+        // made without udev (libdm's own mknod of /dev/mapper/NAME, as LVM2
+        // built without udev sync and its test suite do) are nodes, not links
+        // to dm-N. The device number names the sysfs entry.
+        let name = block_name_by_number(roots, &canon).unwrap_or(name);
         resolve_block(roots, path, &name, 0, &mut out)?;
     }
     dedup(&mut out);
     Ok(out)
+}
+
+/// The sysfs name (`dm-0`) of the block device node at `node`, through its
+/// device number (`sys/dev/block/MAJ:MIN`); None if it is no block node.
+fn block_name_by_number(roots: &Roots, node: &Path) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = fs::metadata(node).ok()?;
+    if !md.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = md.rdev();
+    // glibc's major()/minor() encoding of dev_t.
+    let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff);
+    let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff);
+    let entry = fs::canonicalize(roots.sys.join(format!("dev/block/{major}:{minor}"))).ok()?;
+    file_name(&entry)
 }
 
 fn dedup(v: &mut Vec<Drive>) {

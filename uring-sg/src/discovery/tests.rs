@@ -325,3 +325,33 @@ fn the_cache_reverifies_identity_before_reuse() {
     assert!(c.resolve(&t.dev("sda")).is_err());
     assert!(c.is_empty());
 }
+
+#[test]
+fn a_mapper_node_made_without_udev_resolves_by_its_device_number() {
+    // libdm without udev makes /dev/mapper/NAME a block node of its own (no
+    // link to dm-N): sysfs knows it only as dev/block/MAJ:MIN -> dm-N.
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let t = Tree::new();
+    let a = t.scsi_disk("0:0:0:0", "sda", "sg0", Some("naa.1"));
+    t.partition(&a, "sda", "sda2");
+    t.dm("dm-0", "vg-lv", &["sda2"]);
+    let dm_dir = fs::canonicalize(t.sys("class/block/dm-0")).unwrap();
+    Tree::link(&t.sys("dev/block/253:7"), &dm_dir);
+    let node = t.dev("mapper/LVMTESTpv1");
+    if let Err(e) = mknod(
+        &node,
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o600),
+        makedev(253, 7),
+    ) {
+        eprintln!("skipped: cannot make a block node here ({e})");
+        return;
+    }
+    let got = resolve(&t.roots, &node).unwrap();
+    let nodes: Vec<_> = got.iter().map(|d| d.nodes.clone()).collect();
+    assert_eq!(nodes, [scsi("sda", "sg0", "0:0:0:0", &t)]);
+    // A plain file of an unknown name stays an error naming the path.
+    t.node("mapper/plain");
+    let err = resolve(&t.roots, &t.dev("mapper/plain")).unwrap_err();
+    assert!(err.to_string().contains("mapper/plain"), "{err}");
+}
