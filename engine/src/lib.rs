@@ -194,6 +194,13 @@
 //! **LVB.** The lock value block is written with the unlock at release (a "write
 //! LVB" only updates [`protocol::LockState::lvb`]); byte 7 does not survive the
 //! drive (the wire overwrites it with the control byte) and always reads back as 0.
+//! A holder's read takes the maximum over a majority of drives that vouch for the
+//! value (held by this host, or with no other host's exclusive member still to
+//! unlock: [`protocol::lvb`]); a release's re-trylock never stores over a larger
+//! value ([`protocol::release`]). Both rest on LVB values only growing, as
+//! lvmlockd's version counter does. After an acquire of a lock whose LVB was read
+//! before, the table prefetches it and answers the holder's read from the value
+//! seen during the hold ([`locks`], "LVB prefetch").
 
 pub mod api;
 pub mod completion;
