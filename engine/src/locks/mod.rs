@@ -83,7 +83,7 @@ pub mod op;
 pub mod request;
 pub mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use slab::Slab;
 use uring_sg::transport::{Reply, Request};
@@ -334,6 +334,13 @@ struct Running<C> {
     fenced_error: Option<EngineError>,
 }
 
+impl<C> Running<C> {
+    /// The table's own LVB read after an acquire (no caller waits for it).
+    fn is_prefetch(&self) -> bool {
+        self.kind == OpKind::ReadLvb && self.caller.is_none()
+    }
+}
+
 /// A request waiting for the running operation.
 struct Queued<C> {
     work: Work,
@@ -410,7 +417,7 @@ struct LsEntry<L> {
     ctl: L,
     info: LockspaceInfo,
     /// Locks whose LVB a holder read: prefetched after each acquire.
-    lvb_readers: std::collections::HashSet<LockId>,
+    lvb_readers: HashSet<LockId>,
 }
 
 /// The per-lock lifecycle of one reactor (or one simulated host). See the module
@@ -477,7 +484,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
             LsEntry {
                 ctl,
                 info,
-                lvb_readers: std::collections::HashSet::new(),
+                lvb_readers: HashSet::new(),
             },
         );
     }
@@ -770,10 +777,10 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                             e.renew_due = None;
                             // A running renewal no longer matters: detach it (its
                             // replies are absorbed) so the release does not wait.
-                            if e.running.as_ref().is_some_and(|r| {
-                                r.kind == OpKind::Renew
-                                    || (r.kind == OpKind::ReadLvb && r.caller.is_none())
-                            }) {
+                            if e.running
+                                .as_ref()
+                                .is_some_and(|r| r.kind == OpKind::Renew || r.is_prefetch())
+                            {
                                 e.running = None;
                             }
                             e.queue.retain(|q| q.work != Work::PrefetchLvb);
@@ -1340,7 +1347,7 @@ impl<C, L: LockspaceCtl> LockTable<C, L> {
                 e.lvb_seen = Some(*v);
             }
         }
-        let prefetch = kind == OpKind::ReadLvb && r.caller.is_none();
+        let prefetch = r.is_prefetch();
         if !prefetch {
             out.events.push(Event::OpDone {
                 lock: e.id,

@@ -46,7 +46,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{Class, Lvb, MutexState, Record};
 
-use super::table::TableScan;
+use super::table::{stored_lvb, TableScan};
 use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 
@@ -113,9 +113,10 @@ impl Operation for ReadLvb {
         }
         match done {
             Ok(recs) => {
-                // While the lock is held, only drives this host holds vouch for
-                // the value: the drive granted it after the previous holder's
-                // unlock there, so that unlock's value is in (see module docs).
+                // While the lock is held, a drive vouches for the value if this
+                // host holds it (granted after the previous holder's unlock
+                // there) or no other host's exclusive member is still to unlock
+                // there (see the module docs).
                 let vouches = st.mode.is_none()
                     || st.drives[usize::from(drive)].held
                     || !recs.iter().any(|r| other_exclusive_member(st, r));
@@ -124,13 +125,7 @@ impl Operation for ReadLvb {
                 } else {
                     t.no();
                 }
-                let v = recs
-                    .iter()
-                    .filter(|r| r.lock_id == st.spec.lock_id)
-                    .map(|r| r.lvb.to_u64())
-                    .max()
-                    .unwrap_or(0);
-                self.max = self.max.max(v);
+                self.max = self.max.max(stored_lvb(&recs, &st.spec.lock_id));
             }
             Err(e) => {
                 t.no();

@@ -48,7 +48,7 @@
 use uring_sg::transport::Reply;
 use uring_sg::{Class, DriveError, Lvb, MutexOp};
 
-use super::table::{TableRead, TableStep};
+use super::table::{stored_lvb, TableRead, TableStep};
 use super::{invalid_spec, Actions, ErrorSummary, LockState, Now, Operation, Tally};
 use crate::error::LockError;
 
@@ -60,8 +60,8 @@ enum Step {
         flipped: bool,
         /// This unlock follows a re-trylock made to store the LVB.
         restored: bool,
-        /// The unlock carries the LVB.
-        carry: bool,
+        /// What the unlock does with the LVB.
+        store: Store,
     },
     /// A trylock to put the LVB on a drive that answered "not held".
     Relock {
@@ -75,6 +75,18 @@ enum Step {
     },
 }
 
+/// What one unlock does with the LVB.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Store {
+    /// Carries it (control byte "update").
+    Lvb,
+    /// Leaves the drive's value alone.
+    Nothing,
+    /// Leaves it alone because the drive already stores a value at least ours
+    /// (read after a re-trylock): the drive counts as stored.
+    Superseded,
+}
+
 /// The release operation. See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct Release {
@@ -84,9 +96,6 @@ pub struct Release {
     errors: ErrorSummary,
     decided: bool,
     fenced: bool,
-    /// Per drive: its table, read after a re-trylock, already stores a value at
-    /// least ours.
-    newer: Vec<bool>,
     outcome: Option<Result<(), LockError>>,
 }
 
@@ -143,13 +152,16 @@ impl Operation for Release {
         };
         self.lvb = st.lvb.take().filter(|_| !self.fenced);
         self.tally = Some(Tally::new(st.spec.n_drives));
-        self.newer = vec![false; usize::from(st.spec.n_drives)];
         self.steps = (0..st.spec.n_drives)
             .map(|d| Step::Unlock {
                 class: st.class_on(d, mode),
                 flipped: false,
                 restored: false,
-                carry: self.lvb.is_some(),
+                store: if self.lvb.is_some() {
+                    Store::Lvb
+                } else {
+                    Store::Nothing
+                },
             })
             .collect();
         st.clear();
@@ -173,7 +185,7 @@ impl Operation for Release {
         };
         self.steps[drive as usize] = Step::Idle;
         let Some(t) = self.tally.as_mut() else { return };
-        let carried = |carry: bool| if carry { self.lvb } else { None };
+        let carried = |store: Store| if store == Store::Lvb { self.lvb } else { None };
         match (step, reply.result) {
             (Step::Idle, _) => return,
             (Step::Relock { class }, Ok(())) => {
@@ -183,7 +195,7 @@ impl Operation for Release {
                         class,
                         flipped: true,
                         restored: true,
-                        carry: false,
+                        store: Store::Nothing,
                     };
                     a.send(drive, st.unlock_request(class, None, now));
                 } else {
@@ -194,35 +206,33 @@ impl Operation for Release {
                 return;
             }
             (Step::Check { class, mut read }, _) => {
-                let carry = match read.on_reply(reply) {
+                let store = match read.on_reply(reply) {
                     TableStep::Send(req) => {
                         self.steps[drive as usize] = Step::Check { class, read };
                         a.send(drive, req);
                         return;
                     }
                     TableStep::Done(recs) => {
-                        let stored = recs
-                            .iter()
-                            .filter(|r| r.lock_id == st.spec.lock_id)
-                            .map(|r| r.lvb.to_u64())
-                            .max()
-                            .unwrap_or(0);
+                        let stored = stored_lvb(&recs, &st.spec.lock_id);
                         let ours = self.lvb.map_or(0, |v| v.as_stored().to_u64());
                         if stored >= ours {
-                            self.newer[drive as usize] = true;
+                            Store::Superseded
+                        } else if self.decided {
+                            Store::Nothing
+                        } else {
+                            Store::Lvb
                         }
-                        !self.decided && stored < ours
                     }
                     // Unknown: store nothing rather than perhaps roll back.
-                    TableStep::Failed(_) => false,
+                    TableStep::Failed(_) => Store::Nothing,
                 };
                 self.steps[drive as usize] = Step::Unlock {
                     class,
                     flipped: true,
                     restored: true,
-                    carry,
+                    store,
                 };
-                a.send(drive, st.unlock_request(class, carried(carry), now));
+                a.send(drive, st.unlock_request(class, carried(store), now));
                 return;
             }
             (Step::Relock { .. }, Err(e)) => {
@@ -232,19 +242,15 @@ impl Operation for Release {
             (
                 Step::Unlock {
                     restored: true,
-                    carry: false,
+                    store: Store::Nothing,
                     ..
                 },
                 Ok(()),
             ) => {
-                // Left a drive that stores a newer value (or nothing is needed
-                // any more): counts as stored; an unknown table counts as not.
-                if self.newer.get(drive as usize).copied().unwrap_or(false) {
-                    t.yes();
-                } else {
-                    t.no();
-                    self.errors.add(DriveError::NotHeld);
-                }
+                // Left a re-trylocked drive without storing (an unknown table,
+                // or after the majority): it does not count as stored.
+                t.no();
+                self.errors.add(DriveError::NotHeld);
             }
             (Step::Unlock { .. }, Ok(())) => t.yes(),
             (
@@ -269,7 +275,7 @@ impl Operation for Release {
                     class,
                     flipped: false,
                     restored,
-                    carry,
+                    store,
                 },
                 Err(DriveError::WrongClass),
             ) => {
@@ -278,9 +284,9 @@ impl Operation for Release {
                     class,
                     flipped: true,
                     restored,
-                    carry,
+                    store,
                 };
-                a.send(drive, st.unlock_request(class, carried(carry), now));
+                a.send(drive, st.unlock_request(class, carried(store), now));
                 return;
             }
             (Step::Unlock { .. }, Err(e)) => {

@@ -96,6 +96,17 @@ impl TableRead {
     }
 }
 
+/// The LVB `records` hold for `lock` as the drive stores it: the largest among
+/// that lock's records (0 when the drive does not know the lock).
+pub fn stored_lvb(records: &[Record], lock: &LockId) -> u64 {
+    records
+        .iter()
+        .filter(|r| r.lock_id == *lock)
+        .map(|r| r.lvb.to_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The mutex to destroy to make room: every record of it unlocked, never `keep`;
 /// among those, one whose LVB is 0 first (nothing is lost), then the least recently
 /// modified (largest record time of the mutex is the smallest), then the smallest
